@@ -1,0 +1,90 @@
+"""The chat adapter: a predictor's signature, demos and inputs to chat messages, and back.
+
+Format: the system message states the instructions and the fields; each demo is a prior
+user/assistant turn pair; the assistant answers with one `Label: value` line per output
+field. Generation stops once the last output field's line is complete, which keeps a small
+model from rambling past its answer and makes parsing a matter of finding labelled lines.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from bt_core.lm.base import SamplingParams
+from bt_core.signatures import Signature, describe
+
+
+class ParseError(ValueError):
+    """The completion did not contain the output fields the signature asks for."""
+
+
+def render(signature: Signature, demos: list[Mapping[str, Any]],
+           inputs: Mapping[str, Any]) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system_prompt(signature)}]
+    for demo in demos:
+        messages.append({"role": "user", "content": format_fields(signature.inputs, demo)})
+        messages.append({"role": "assistant", "content": format_fields(signature.outputs, demo)})
+    messages.append({"role": "user", "content": format_fields(signature.inputs, inputs)})
+    return messages
+
+
+def system_prompt(signature: Signature) -> str:
+    template = "\n".join(f"{f.label}: <{f.name}>" for f in signature.outputs)
+    parts = [signature.instructions.strip(),
+             "Input fields:\n" + describe(signature.inputs),
+             "Output fields:\n" + describe(signature.outputs),
+             "Reply in exactly this format, one line per field:\n" + template]
+    return "\n\n".join(p for p in parts if p)
+
+
+def format_fields(fields, values: Mapping[str, Any]) -> str:
+    """Fields missing from `values` are left out: labeled-only demos carry no reasoning."""
+    return "\n".join(f"{f.label}: {one_line(values[f.name])}" for f in fields if f.name in values)
+
+
+def one_line(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def format_completion(signature: Signature, outputs: Mapping[str, Any]) -> str:
+    """The assistant turn that fine-tuning teaches, identical to a demo's."""
+    return format_fields(signature.outputs, outputs)
+
+
+def sampling_params(signature: Signature, max_new_tokens: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, stop_after_field=signature.outputs[-1].label)
+
+
+def parse(signature: Signature, completion: str) -> dict[str, str]:
+    """Find each output field's `Label:` line; reasoning may be absent, every other field not."""
+    labels = {f.label.lower(): f.name for f in signature.outputs}
+    values: dict[str, str] = {}
+    current: str | None = None
+    for line in completion.splitlines():
+        match = _LABEL_LINE.match(line)
+        key = match and labels.get(" ".join(match.group(1).lower().replace("_", " ").split()))
+        if key and key not in values:
+            current = key
+            values[key] = match.group(2).strip()
+        elif current is not None and line.strip():
+            values[current] = (values[current] + " " + line.strip()).strip()
+    missing = [f.name for f in signature.outputs if not values.get(f.name) and f.name != "reasoning"]
+    if missing:
+        raise ParseError(f"no value for {', '.join(missing)} in the completion")
+    return {f.name: values.get(f.name, "") for f in signature.outputs}
+
+
+# `Label: value`, tolerating markdown bold and list bullets that small models add.
+_LABEL_LINE = re.compile(r"^\s*[-*#\s]*\**\s*([A-Za-z][A-Za-z _]*?)\s*\**\s*:\s*\**\s*(.*)$")
+
+
+def field_closed(text: str, label: str) -> bool:
+    """True once `label:` has a non-empty value followed by a line break."""
+    match = re.search(rf"(?:^|\n)[-*#\s]*\**{re.escape(label)}\**\s*:\**[ \t]*\S[^\n]*\n", text, re.I)
+    return match is not None
+
+
+def truncate_after_field(text: str, label: str) -> str:
+    match = re.search(rf"(?:^|\n)[-*#\s]*\**{re.escape(label)}\**\s*:\**[ \t]*\S[^\n]*", text, re.I)
+    return text[: match.end()] if match else text

@@ -1,0 +1,87 @@
+"""Run configuration: budgets, overrides, and the fully resolved config stored with every run.
+
+Everything that decides a run's result is in RunConfig, so its hash identifies the run's
+work, and the same seed and config reproduce the same splits and candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bt_core.lm.lora import LoraConfig
+from bt_core.strategy import format_strategy, parse_strategy
+from bt_core.tasks.base import Sizes
+
+BudgetName = Literal["smoke", "default", "paper"]
+BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
+
+
+LORA: dict[str, LoraConfig] = {
+    "smoke": LoraConfig(rank=8, alpha=16, learning_rate=5e-4, epochs=2, batch_size=4),
+    "default": LoraConfig(rank=16, alpha=32, learning_rate=3e-4, epochs=3, batch_size=4),
+    "paper": LoraConfig(rank=32, alpha=64, learning_rate=1e-5, epochs=5, batch_size=8),
+}
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    model: str = "smollm2-135m"
+    strategy: str = "p -> w -> p"
+    seed: int = 0
+    budget: BudgetName = "smoke"
+    backend: Literal["hf"] = "hf"
+    sizes: Sizes
+    num_candidates: int = Field(3, ge=0)  # random-search candidates beyond the 3 fixed ones
+    max_bootstrapped_demos: int = Field(3, ge=0)  # per module
+    max_labeled_demos: int = Field(3, ge=0)  # per module, bootstrapped demos included
+    lora: dict[str, Any]  # LoraConfig fields
+    threads: int = Field(16, ge=1)  # concurrent examples in an evaluation (the LM batch size)
+    eval_test_each_step: bool = True  # score every step on test, for per-step curves
+
+    @field_validator("strategy")
+    @classmethod
+    def _canonical_strategy(cls, value: str) -> str:
+        return format_strategy(parse_strategy(value))
+
+    def lora_config(self) -> LoraConfig:
+        return LoraConfig(**self.lora)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def resolve_config(task: str, model: str = "smollm2-135m", strategy: str = "p -> w -> p", seed: int = 0,
+                   budget: str = "smoke", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Validate names and fill every setting from the budget; raise ValueError with a clear line."""
+    from bt_core.lm.models import resolve_model
+    from bt_core.tasks import get_task
+
+    task_def = get_task(task)
+    resolve_model(model)
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
+    overrides = dict(overrides or {})
+    lora = {**asdict(LORA[budget]), "seed": seed, **overrides.pop("lora", {})}
+    paper = budget == "paper"
+    base = {"task": task, "model": model, "strategy": strategy, "seed": seed, "budget": budget,
+            "sizes": task_def.sizes[budget], "lora": lora,
+            "num_candidates": 3 if paper else {"smoke": 1, "default": 3}[budget]}
+    try:
+        return RunConfig(**{**base, **overrides})
+    except Exception as exc:
+        raise ValueError(_one_line(exc)) from None
+
+
+def _one_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return str(exc)

@@ -1,0 +1,119 @@
+"""The LM interface every backend implements, and the shared path every call takes.
+
+A call goes chat() -> batcher (coalesces concurrent calls from evaluation threads) ->
+generate() -> cache lookup -> the backend's _generate() for the misses only. Backends only
+write _generate, with_adapter and train_adapter; caching, batching and bookkeeping are here
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from bt_core.lm.cache import LMCache
+    from bt_core.lm.lora import LoraConfig
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 256  # hard cap on generated tokens per call
+    temperature: float = 0.0  # 0 means greedy, which makes runs reproducible and cacheable
+    stop_after_field: str | None = None  # end once this `Label:` line is complete (see adapter)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float  # wall time of the batch this call rode in (0 for a cache hit)
+    cached: bool = False
+
+
+@dataclass
+class TrainingLog:
+    """What a LoRA job reports, stored in the `trainings` table."""
+
+    adapter_path: str
+    losses: list[tuple[int, float]]  # (optimizer step, mean loss since last log)
+    seconds: float
+    examples: int
+
+
+class LM(ABC):
+    """A chat model, possibly with a LoRA adapter, that generates for batches of conversations."""
+
+    def __init__(self, name: str, adapter_path: str | None = None,
+                 cache: LMCache | None = None, max_batch_size: int = 16) -> None:
+        self.name = name
+        self.adapter_path = adapter_path
+        self.cache = cache
+        self.max_batch_size = max_batch_size
+        self._batcher = None
+
+    @abstractmethod
+    def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
+        """Generate one completion per conversation, in order."""
+
+    @abstractmethod
+    def with_adapter(self, adapter_path: str | None) -> LM:
+        """The same base model with this adapter (None: the base model)."""
+
+    @abstractmethod
+    def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
+                      on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
+        """Fine-tune a LoRA adapter on chat conversations (loss on the last assistant turn)."""
+
+    @property
+    def identity(self) -> str:
+        """What the cache keys on: the model and the adapter's content, not its path."""
+        return f"{self.name}|{adapter_fingerprint(self.adapter_path)}"
+
+    def generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
+        keys = [self._cache_key(m, params) for m in batch]
+        found = self.cache.get_many(keys) if self.cache else {}
+        misses = [i for i, k in enumerate(keys) if k not in found]
+        fresh: list[Completion] = []
+        for start in range(0, len(misses), self.max_batch_size):
+            chunk = misses[start:start + self.max_batch_size]
+            fresh.extend(self._generate([batch[i] for i in chunk], params))
+        if self.cache and fresh:
+            self.cache.put_many({keys[i]: c for i, c in zip(misses, fresh)})
+        by_index = dict(zip(misses, fresh))
+        return [by_index[i] if i in by_index else _as_hit(found[k]) for i, k in enumerate(keys)]
+
+    def chat(self, messages: Messages, params: SamplingParams) -> Completion:
+        """One call; concurrent callers in other threads share a batched generate."""
+        if self._batcher is None:
+            from bt_core.lm.batching import CallBatcher
+            self._batcher = CallBatcher(self.generate, self.max_batch_size)
+        return self._batcher.submit(messages, params)
+
+    def _cache_key(self, messages: Messages, params: SamplingParams) -> str:
+        blob = json.dumps([self.identity, messages, asdict(params)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _as_hit(completion: Completion) -> Completion:
+    return Completion(completion.text, completion.prompt_tokens, completion.completion_tokens,
+                      0.0, cached=True)
+
+
+def adapter_fingerprint(adapter_path: str | None) -> str:
+    if adapter_path is None:
+        return "base"
+    digest = hashlib.sha256()
+    for file in sorted(Path(adapter_path).glob("*")):
+        if file.is_file():
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+

@@ -1,0 +1,108 @@
+"""The transformers backend: any HF model (folder, cached id or GGUF file), CPU or CUDA.
+
+Weights load once per process and are shared by every HFLM view of the model; a view with an
+adapter uses a copy of the base model with the LoRA merged in, which on CPU decodes as fast
+as the base model (unmerged peft layers add a matmul per projection per token).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+
+from bt_core.adapter import field_closed, truncate_after_field
+from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint
+from bt_core.lm.lora import LoraConfig, train_lora
+from bt_core.lm.models import ModelSpec
+
+_lock = threading.Lock()  # one generate or train at a time per process; torch uses all cores
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=2)
+def load_base(spec: ModelSpec):
+    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
+    kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype, **kwargs).to(device())
+    model.eval()
+    return model, tokenizer
+
+
+@lru_cache(maxsize=2)
+def _merged(spec: ModelSpec, adapter_path: str, fingerprint: str):
+    """The base model with an adapter merged in; the fingerprint keys retrained adapters apart."""
+    from peft import PeftModel
+
+    base, _ = load_base(spec)
+    return PeftModel.from_pretrained(copy.deepcopy(base), adapter_path).merge_and_unload().eval()
+
+
+class HFLM(LM):
+    def __init__(self, spec: ModelSpec, adapter_path: str | None = None, **kwargs) -> None:
+        super().__init__(spec.name, adapter_path, **kwargs)
+        self.spec = spec
+
+    @property
+    def tokenizer(self):
+        return load_base(self.spec)[1]
+
+    def model(self) -> torch.nn.Module:
+        if self.adapter_path is None:
+            return load_base(self.spec)[0]
+        return _merged(self.spec, self.adapter_path, adapter_fingerprint(self.adapter_path))
+
+    def with_adapter(self, adapter_path: str | None) -> HFLM:
+        return HFLM(self.spec, adapter_path, cache=self.cache, max_batch_size=self.max_batch_size)
+
+    def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device())
+        width = enc.input_ids.shape[1]
+        stop = _FieldStop(tok, width, params.stop_after_field) if params.stop_after_field else None
+        sampling = {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {
+            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with _lock, torch.inference_mode():
+            start = time.perf_counter()
+            out = self.model().generate(
+                **enc, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **sampling)
+            latency = time.perf_counter() - start
+        completions = []
+        for row, prompt_mask in zip(out[:, width:], enc.attention_mask):
+            text = tok.decode(row, skip_special_tokens=True)
+            if params.stop_after_field:
+                text = truncate_after_field(text, params.stop_after_field)
+            n_new = len(tok(text, add_special_tokens=False).input_ids)
+            completions.append(Completion(text, int(prompt_mask.sum()), n_new, latency))
+        return completions
+
+    def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
+                      on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
+        with _lock:
+            return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log)
+
+
+class _FieldStop(StoppingCriteria):
+    """Per-sequence stop once the last output field's line is complete."""
+
+    def __init__(self, tokenizer, prompt_width: int, label: str) -> None:
+        self.tokenizer, self.width, self.label = tokenizer, prompt_width, label
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([field_closed(t, self.label) for t in texts], device=input_ids.device)

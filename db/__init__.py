@@ -1,0 +1,1 @@
+"""Storage: the typed ORM (models), engine and sessions (session), read queries for pages (queries)."""
