@@ -64,6 +64,7 @@ class Call:
     completion: Completion
     outputs: dict[str, str] | None  # None when the completion did not parse
     parse_error: str | None
+    module: str = ""  # the predictor's name in the program, set by evaluation
 
 
 _current_trace: ContextVar[list[Call] | None] = ContextVar("bt_trace", default=None)

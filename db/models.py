@@ -104,6 +104,7 @@ class Program(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(100))  # "zero-shot", "labeled demos", "random #2"...
+    role: Mapped[str] = mapped_column(String(20), default="candidate")  # candidate | teacher | result
     state: Mapped[dict[str, Any]] = mapped_column()  # per module: signature (instructions) + demos
     adapter_path: Mapped[str | None] = mapped_column(Text)
     val_score: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,144 @@
+"""The command line: run (foreground), worker, list, show, export.
+
+Every input is validated before anything is written, and every error is one line on stderr
+with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Experiment, Run, RunStatus, Step
+from db.session import DatabaseError, database_url, session_factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, DatabaseError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bt_core", description="BetterTogether Studio")
+    parser.add_argument("--db", help="SQLAlchemy URL (default: BT_DATABASE_URL or a SQLite file in BT_HOME)")
+    sub = parser.add_subparsers(required=True)
+    run = sub.add_parser("run", help="run one configuration in the foreground")
+    run.add_argument("--task", required=True)
+    run.add_argument("--model", default="smollm2-135m")
+    run.add_argument("--strategy", default="p -> w -> p")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--budget", default="smoke")
+    run.add_argument("--name", default="", help="experiment name")
+    run.set_defaults(handler=cmd_run)
+    worker = sub.add_parser("worker", help="serve queued runs")
+    worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(handler=cmd_worker)
+    sub.add_parser("list", help="list runs").set_defaults(handler=cmd_list)
+    show = sub.add_parser("show", help="show a run's steps and scores")
+    show.add_argument("run_id", type=int)
+    show.set_defaults(handler=cmd_show)
+    export = sub.add_parser("export", help="write program.json and the PEFT adapter of a run")
+    export.add_argument("run_id", type=int)
+    export.add_argument("dir", type=Path)
+    export.set_defaults(handler=cmd_export)
+    for command in (run, worker, show, export):
+        command.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _sessions(args: argparse.Namespace) -> sessionmaker[Session]:
+    return session_factory(database_url(args.db))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bt_core.config import resolve_config
+    from bt_core.experiments import new_run
+    from bt_core.runner import run_to_end
+
+    config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget)
+    sessions = _sessions(args)
+    with sessions.begin() as session:
+        run = new_run(config)
+        run.status, run.worker = RunStatus.running, "cli"
+        session.add(Experiment(name=args.name or f"{args.task} {config.strategy}", runs=[run]))
+        session.flush()
+        run_id = run.id
+    print(f"run {run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / {config.budget}",
+          flush=True)
+    status = run_to_end(sessions, run_id)
+    cmd_show(argparse.Namespace(db=args.db, run_id=run_id))
+    return 0 if status == RunStatus.done else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bt_core.worker import serve
+
+    serve(_sessions(args), once=args.once)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _sessions(args)() as session:
+        for run in session.scalars(select(Run).order_by(Run.id)):
+            print(f"{run.id:>5}  {run.status.value:<9}  {run.task:<9} {run.strategy:<14} seed {run.seed}  "
+                  f"{run.budget:<7} test {_pct(run.test_score)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _sessions(args)() as session:
+        run = _get_run(session, args.run_id)
+        print(f"run {run.id} [{run.status.value}] {run.task} / {run.model} / {run.strategy} / seed {run.seed}")
+        for step in run.steps:
+            took = (step.finished_at - step.started_at).total_seconds() if step.finished_at else None
+            print(f"  step {step.index} {step.label:<14} {step.status.value:<7} val {_pct(step.val_score)}  "
+                  f"test {_pct(step.test_score)}" + (f"  {took:.0f}s" if took is not None else ""))
+        if run.error:
+            print(f"  error: {run.error}")
+        if run.finished_at and run.started_at:
+            print(f"  wall time {(run.finished_at - run.started_at).total_seconds():.0f}s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _sessions(args)() as session:
+        run = _get_run(session, args.run_id)
+        done = [s for s in run.steps if s.program_state is not None]
+        if not done:
+            raise ValueError(f"run {run.id} has no finished step to export")
+        final: Step = done[-1]
+        args.dir.mkdir(parents=True, exist_ok=True)
+        program = {"task": run.task, "model": run.model, "strategy": run.strategy, "step": final.label,
+                   "val_score": final.val_score, "test_score": final.test_score, "modules": final.program_state}
+        (args.dir / "program.json").write_text(json.dumps(program, indent=2))
+        if final.adapter_path:
+            shutil.copytree(final.adapter_path, args.dir / "adapter", dirs_exist_ok=True)
+    print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if final.adapter_path else ""))
+    return 0
+
+
+def _get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise ValueError(f"no run {run_id} in {session.bind.url!r}")
+    return run
+
+
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""BootstrapFinetune: LoRA-tune the program's LM on its own successful traces.
+
+Every module call of every trace whose final answer passes the metric becomes one chat SFT
+conversation (the exact prompt the module saw, and its parsed output as the answer); all
+modules' data are pooled because they share one LM. Each adapter is trained on the base
+model, so it is a plain PEFT adapter that PEFT and vLLM load as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bt_core import adapter
+from bt_core.evaluate import ExampleResult, Metric, evaluate
+from bt_core.lm.base import LM, Messages
+from bt_core.lm.lora import LoraConfig
+from bt_core.modules import Example, Module
+from bt_core.recording import recorder
+
+
+class NoTrainingData(ValueError):
+    """No trace passed the metric, so there is nothing to fine-tune on."""
+
+
+@dataclass
+class BootstrapFinetune:
+    metric: Metric
+    out_dir: Path  # adapters are written to folders inside it
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    threads: int = 16
+
+    def compile(self, student: Module, *, trainset: list[Example], valset=None,
+                teacher: Module | None = None) -> Module:
+        program = student.deepcopy()
+        lm = shared_lm(program)
+        teacher = teacher or program
+        teacher_id = recorder().program(teacher, "fine-tuning data teacher", role="teacher")
+        recorder().progress(f"collecting traces on {len(trainset)} training examples")
+        traces = evaluate(teacher, trainset, self.metric, split="train", program_id=teacher_id,
+                          threads=self.threads).results
+        conversations = sft_conversations(traces)
+        if not conversations:
+            raise NoTrainingData(f"w step: none of the {len(trainset)} training traces passed the metric; "
+                                 "nothing to fine-tune on (run p first, or give more training examples)")
+        recorder().progress(f"LoRA fine-tuning on {len(conversations)} module calls")
+        log = lm.with_adapter(None).train_adapter(conversations, self.lora, self._adapter_dir(conversations),
+                                                  on_log=recorder().training_loss)
+        recorder().training(log, self.lora)
+        program.set_lm(lm.with_adapter(log.adapter_path))
+        return program
+
+    def _adapter_dir(self, conversations: list[Messages]) -> Path:
+        """Named by what it is trained on, so a redone step overwrites its own adapter only."""
+        blob = json.dumps([conversations, asdict(self.lora)], sort_keys=True).encode()
+        return self.out_dir / f"adapter-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def shared_lm(program: Module) -> LM:
+    lm = program.bound_lm()
+    if lm is None:
+        raise ValueError("fine-tuning needs every module bound to one shared LM: call program.set_lm(lm)")
+    return lm
+
+
+def sft_conversations(results: list[ExampleResult]) -> list[Messages]:
+    conversations = []
+    for result in results:
+        if result.score < 1.0:
+            continue
+        for call in result.calls:
+            answer = adapter.format_completion(call.predictor.signature, call.outputs or {})
+            conversations.append([*call.messages, {"role": "assistant", "content": answer}])
+    return conversations

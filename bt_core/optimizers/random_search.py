@@ -1,0 +1,70 @@
+"""BootstrapFewShotWithRandomSearch: score several demo sets on validation, keep the best.
+
+The candidates follow the paper and DSPy: zero-shot, labeled demos only, bootstrapped demos
+in training order, then `num_candidates` bootstraps over reshuffled training sets with a
+random number of demos. Every candidate and its score stays in `self.candidates`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from bt_core.evaluate import Metric, evaluate
+from bt_core.modules import Example, Module
+from bt_core.optimizers.bootstrap import BootstrapFewShot, LabeledFewShot
+from bt_core.recording import recorder
+
+
+@dataclass
+class Candidate:
+    label: str
+    program: Module
+    score: float
+    program_id: int | None = None
+
+
+@dataclass
+class BootstrapFewShotWithRandomSearch:
+    metric: Metric
+    num_candidates: int = 3  # reshuffled bootstraps beyond the three fixed candidates
+    max_bootstrapped_demos: int = 3  # per predictor
+    max_labeled_demos: int = 3  # per predictor, bootstrapped ones included
+    seed: int = 0  # shuffles, demo counts and labeled samples
+    max_train: int | None = None  # subsample of the trainset (the paper's 100; Iris 15)
+    max_val: int | None = None  # subsample of the valset (the paper's 250; Iris 35)
+    threads: int = 16
+    candidates: list[Candidate] = field(default_factory=list, init=False)
+
+    def compile(self, student: Module, *, trainset: list[Example], valset: list[Example] | None = None) -> Module:
+        if not valset:
+            raise ValueError("random search needs a validation set to score candidates")
+        trainset, valset = trainset[: self.max_train], valset[: self.max_val]
+        self.candidates = []
+        for label, make in self._plan(trainset):
+            recorder().progress(f"candidate {len(self.candidates) + 1}/{self.num_candidates + 3}: {label}")
+            self.candidates.append(self._score(label, make(student), valset))
+        best = max(self.candidates, key=lambda c: c.score)  # max keeps the first of equals
+        return best.program
+
+    def _plan(self, trainset: list[Example]):
+        """(label, student -> candidate program) in the order DSPy uses (its seeds -3, -2, -1, 0..)."""
+        yield "zero-shot", lambda s: s.reset_copy()
+        yield "labeled demos", lambda s: LabeledFewShot(self.max_labeled_demos, self.seed).compile(s, trainset=trainset)
+        yield "bootstrapped", lambda s: self._bootstrap(s, trainset, self.max_bootstrapped_demos, self.seed)
+        for index in range(self.num_candidates):
+            rng = random.Random(self.seed * 1000 + index)
+            shuffled = rng.sample(trainset, len(trainset))
+            size = rng.randint(1, max(1, self.max_bootstrapped_demos))
+            seed = self.seed * 1000 + index
+            yield f"random #{index + 1} ({size} demos)", lambda s, t=shuffled, n=size, sd=seed: self._bootstrap(s, t, n, sd)
+
+    def _bootstrap(self, student: Module, trainset: list[Example], demos: int, seed: int) -> Module:
+        return BootstrapFewShot(self.metric, demos, self.max_labeled_demos, seed, self.threads).compile(
+            student, trainset=trainset)
+
+    def _score(self, label: str, program: Module, valset: list[Example]) -> Candidate:
+        program_id = recorder().program(program, label)
+        result = evaluate(program, valset, self.metric, split="val", program_id=program_id, threads=self.threads)
+        recorder().program_score(program_id, result.score, len(valset))
+        return Candidate(label, program, result.score, program_id)

@@ -1,0 +1,113 @@
+"""RunRecorder: the Recorder that writes one run step's facts to the database.
+
+Evaluation results arrive a chunk at a time and are written in one transaction each, with
+bulk inserts, so recording costs a few milliseconds per chunk against seconds of generation.
+The recorder is also where cancellation is noticed: every progress report reads the flag.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bt_core.recording import Recorder, RunCancelled
+from db.models import ExampleScore, Program, Run, Trace, Training
+
+if TYPE_CHECKING:
+    from bt_core.evaluate import ExampleResult
+    from bt_core.lm.base import TrainingLog
+    from bt_core.lm.lora import LoraConfig
+    from bt_core.modules import Module
+
+
+def state_key(program: Module) -> str:
+    """Identity of a program's prompts and LM, to avoid storing the same program twice."""
+    lm = program.bound_lm()
+    return json.dumps([program.dump_state(), lm.adapter_path if lm else None], sort_keys=True, default=str)
+
+
+class RunRecorder(Recorder):
+    def __init__(self, sessions: sessionmaker[Session], run_id: int, step_id: int, step_label: str) -> None:
+        self.sessions, self.run_id, self.step_id, self.step_label = sessions, run_id, step_id, step_label
+        self.programs: dict[str, int] = {}  # state_key -> program id, within this step
+        self.val_scores: dict[int | None, tuple[int, float]] = {}  # program id -> (examples, score)
+        self._last_progress = 0.0
+
+    def program(self, program: Module, label: str, role: str = "candidate") -> int:
+        key = state_key(program)
+        if key in self.programs and role != "teacher":
+            return self.programs[key]
+        lm = program.bound_lm()
+        with self.sessions.begin() as session:
+            row = Program(run_id=self.run_id, step_id=self.step_id, label=label, role=role,
+                          state=program.dump_state(), adapter_path=lm.adapter_path if lm else None)
+            session.add(row)
+            session.flush()
+            if role != "teacher":
+                self.programs[key] = row.id
+            return row.id
+
+    def program_score(self, program_id: int | None, val_score: float, examples: int = 0) -> None:
+        self.val_scores[program_id] = (examples, val_score)
+        with self.sessions.begin() as session:
+            session.execute(update(Program).where(Program.id == program_id).values(val_score=val_score))
+
+    def known_val_score(self, program_id: int, examples: int) -> float | None:
+        known = self.val_scores.get(program_id)
+        return known[1] if known and known[0] == examples else None
+
+    def mark_chosen(self, program_id: int) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(Program).where(Program.id == program_id).values(chosen=True))
+
+    def evaluation(self, program_id: int | None, split: str, results: list[ExampleResult]) -> None:
+        if program_id is None or not results:
+            return
+        scores, traces = [], []
+        for r in results:
+            scores.append({"run_id": self.run_id, "step_id": self.step_id, "program_id": program_id,
+                           "split": split, "example_index": r.index, "score": r.score,
+                           "example": dict(r.example), "prediction": dict(r.prediction) if r.prediction else None,
+                           "error": r.error, "details": r.details})
+            for position, call in enumerate(r.calls):
+                traces.append(self._trace_row(program_id, split, r.index, position, call))
+        with self.sessions.begin() as session:
+            session.execute(insert(ExampleScore), scores)
+            if traces:
+                session.execute(insert(Trace), traces)
+
+    def _trace_row(self, program_id: int, split: str, index: int, position: int, call) -> dict:
+        return {"run_id": self.run_id, "step_id": self.step_id, "program_id": program_id, "split": split,
+                "example_index": index, "position": position, "module": call.module,
+                "messages": call.messages, "completion": call.completion.text, "parsed": call.outputs,
+                "parse_error": call.parse_error, "prompt_tokens": call.completion.prompt_tokens,
+                "completion_tokens": call.completion.completion_tokens,
+                "latency_ms": call.completion.latency_s * 1000, "cache_hit": call.completion.cached}
+
+    def training_loss(self, step: int, loss: float) -> None:
+        self.progress(f"LoRA step {step}, loss {loss:.4f}")
+
+    def training(self, log: TrainingLog, config: LoraConfig) -> None:
+        from dataclasses import asdict
+
+        with self.sessions.begin() as session:
+            session.add(Training(run_id=self.run_id, step_id=self.step_id, examples=log.examples,
+                                 hyperparams=asdict(config), losses=[list(x) for x in log.losses],
+                                 seconds=log.seconds, adapter_path=log.adapter_path))
+
+    def progress(self, message: str) -> None:
+        """Write the message at most twice a second; raise RunCancelled when asked to stop."""
+        now = time.monotonic()
+        if now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+        with self.sessions.begin() as session:
+            cancel = session.scalar(select(Run.cancel_requested).where(Run.id == self.run_id))
+            session.execute(update(Run).where(Run.id == self.run_id)
+                            .values(message=f"{self.step_label}: {message}"))
+        if cancel:
+            raise RunCancelled(f"run {self.run_id} cancelled by the user")

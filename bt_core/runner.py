@@ -1,0 +1,162 @@
+"""Execute one run: its steps in order, each committed with its program and adapter.
+
+Step 0 scores the unoptimized program; steps 1.. are the strategy's p and w steps. A step
+found finished in the database is restored instead of recomputed, so a run whose worker
+died resumes at its first unfinished step; a leftover unfinished step is deleted (with its
+rows) and redone, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bt_core.config import RunConfig
+from bt_core.evaluate import evaluate
+from bt_core.lm.base import LM
+from bt_core.modules import Module
+from bt_core.optimizers import BetterTogether, BootstrapFewShotWithRandomSearch, BootstrapFinetune
+from bt_core.recorder_db import RunRecorder
+from bt_core.recording import RunCancelled, recording
+from bt_core.strategy import format_strategy, parse_strategy
+from bt_core.tasks import Splits, Task, get_task
+from db.models import Run, RunStatus, Step, StepStatus, utcnow
+from db.session import data_dir
+
+
+@lru_cache(maxsize=2)
+def load_lm(model: str, max_batch_size: int) -> LM:
+    """One LM per model per process: weights load once and every run shares the call cache."""
+    from bt_core.lm.cache import LMCache
+    from bt_core.lm.hf import HFLM
+    from bt_core.lm.models import resolve_model
+
+    cache = LMCache(data_dir() / "lm_cache.sqlite")
+    return HFLM(resolve_model(model), cache=cache, max_batch_size=max_batch_size)
+
+
+def artifacts_dir(run_id: int) -> Path:
+    return data_dir() / "artifacts" / f"run-{run_id}"
+
+
+def run_to_end(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
+    """Execute a claimed run and record how it ended; never raises for a run's own failure."""
+    try:
+        execute_run(sessions, run_id)
+        status, error = RunStatus.done, None
+    except RunCancelled:
+        status, error = RunStatus.cancelled, None
+    except Exception as exc:  # the run failed; its finished steps stay
+        status, error = RunStatus.failed, f"{type(exc).__name__}: {exc}"
+    values = {"status": status, "error": error, "finished_at": utcnow(), "cancel_requested": False}
+    if status == RunStatus.done:
+        values["progress"] = 1.0
+    with sessions.begin() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(**values))
+    return status
+
+
+def execute_run(sessions: sessionmaker[Session], run_id: int) -> None:
+    with sessions() as session:
+        config = RunConfig(**session.get(Run, run_id).config)
+    task = get_task(config.task)
+    sizes = config.sizes
+    splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
+    lm = load_lm(config.model, config.threads)
+    program = task.program()
+    program.set_lm(lm)
+    kinds = ["vanilla", *parse_strategy(config.strategy)]
+    optimizer = BetterTogether(task.metric, build_optimizers(config, task, artifacts_dir(run_id)),
+                               config.strategy, config.seed, threads=config.threads)
+    for index, kind in enumerate(kinds):
+        finished = _finished_step(sessions, run_id, index)
+        if finished is not None:
+            program = _restore(program, finished, lm)
+            continue
+        label = format_strategy(kinds[1:index + 1])
+        step_id = _start_step(sessions, run_id, index, kind, label, len(kinds))
+        recorder = RunRecorder(sessions, run_id, step_id, label)
+        try:
+            with recording(recorder):
+                if index > 0:
+                    program = optimizer.run_step(index - 1, program, splits.train, splits.val)
+                scores = score_step(program, recorder, task, splits, config, last=index == len(kinds) - 1)
+        except BaseException as exc:
+            _fail_step(sessions, step_id, exc)
+            raise
+        _finish_step(sessions, run_id, step_id, program, scores)
+
+
+def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, object]:
+    return {
+        "p": BootstrapFewShotWithRandomSearch(
+            task.metric, config.num_candidates, config.max_bootstrapped_demos, config.max_labeled_demos,
+            config.seed, config.sizes.p_train, config.sizes.p_val, config.threads),
+        "w": BootstrapFinetune(task.metric, out_dir, config.lora_config(), config.threads),
+    }
+
+
+def score_step(program: Module, recorder: RunRecorder, task: Task, splits: Splits, config: RunConfig,
+               last: bool) -> tuple[float, float | None]:
+    """Validation (reused when a candidate was already scored on the whole set) and test scores."""
+    program_id = recorder.program(program, "step result", role="result")
+    recorder.mark_chosen(program_id)
+    val = recorder.known_val_score(program_id, len(splits.val))
+    if val is None:
+        val = evaluate(program, splits.val, task.metric, split="val", program_id=program_id,
+                       threads=config.threads, details=task.details).score
+        recorder.program_score(program_id, val, len(splits.val))
+    test = None
+    if config.eval_test_each_step or last:
+        test = evaluate(program, splits.test, task.metric, split="test", program_id=program_id,
+                        threads=config.threads, details=task.details).score
+    return val, test
+
+
+def _finished_step(sessions: sessionmaker[Session], run_id: int, index: int) -> Step | None:
+    with sessions() as session:
+        return session.scalar(select(Step).where(Step.run_id == run_id, Step.index == index,
+                                                 Step.status == StepStatus.done))
+
+
+def _restore(program: Module, step: Step, lm: LM) -> Module:
+    program = program.deepcopy().load_state(step.program_state)
+    program.set_lm(lm.with_adapter(step.adapter_path))
+    return program
+
+
+def _start_step(sessions: sessionmaker[Session], run_id: int, index: int, kind: str, label: str,
+                total: int) -> int:
+    with sessions.begin() as session:
+        session.execute(delete(Step).where(Step.run_id == run_id, Step.index == index))
+        step = Step(run_id=run_id, index=index, kind=kind, label=label)
+        session.add(step)
+        session.execute(update(Run).where(Run.id == run_id).values(
+            current_step=f"{index}/{total - 1} {label}", progress=index / total, message=f"{label}: starting"))
+        session.flush()
+        return step.id
+
+
+def _finish_step(sessions: sessionmaker[Session], run_id: int, step_id: int, program: Module,
+                 scores: tuple[float, float | None]) -> None:
+    lm = program.bound_lm()
+    val, test = scores
+    with sessions.begin() as session:
+        session.execute(update(Step).where(Step.id == step_id).values(
+            status=StepStatus.done, program_state=program.dump_state(),
+            adapter_path=lm.adapter_path if lm else None, val_score=val, test_score=test,
+            finished_at=utcnow()))
+        session.execute(update(Run).where(Run.id == run_id).values(val_score=val, test_score=test))
+
+
+def _fail_step(sessions: sessionmaker[Session], step_id: int, exc: BaseException) -> None:
+    error = "cancelled" if isinstance(exc, RunCancelled) else "".join(
+        traceback.format_exception_only(type(exc), exc)).strip()
+    with sessions.begin() as session:
+        session.execute(update(Step).where(Step.id == step_id).values(
+            status=StepStatus.failed, error=error, finished_at=utcnow()))
+

@@ -1,0 +1,219 @@
+"""Read queries for the dashboard: what each page shows, in one or two indexed SELECTs.
+
+Pages get plain dicts and DataFrames, never ORM objects, so a page cannot lazy-load a
+relationship by accident. Lists are paginated and select only the columns they show; JSON
+blobs (messages, program states) are read only for the rows a page displays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pandas as pd
+from sqlalchemy import Select, String, cast, exists, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Experiment, ExampleScore, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow
+
+Sessions = sessionmaker[Session]
+
+RUN_COLUMNS = (Run.id, Run.experiment_id, Run.task, Run.model, Run.strategy, Run.seed, Run.budget,
+               Run.status, Run.progress, Run.current_step, Run.message, Run.val_score, Run.test_score,
+               Run.created_at, Run.started_at, Run.finished_at)
+ACTIVE = (RunStatus.queued, RunStatus.running)
+
+
+def _frame(sessions: Sessions, stmt: Select) -> pd.DataFrame:
+    with sessions() as session:
+        result = session.execute(stmt)
+        return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def _rows(sessions: Sessions, stmt: Select) -> list[dict[str, Any]]:
+    with sessions() as session:
+        return [dict(row) for row in session.execute(stmt).mappings()]
+
+
+def experiments(sessions: Sessions, limit: int = 200) -> list[dict[str, Any]]:
+    """Newest first, with their run counts."""
+    stmt = (select(Experiment.id, Experiment.name, Experiment.created_at, func.count(Run.id).label("runs"))
+            .outerjoin(Run).group_by(Experiment.id).order_by(Experiment.id.desc()).limit(limit))
+    return _rows(sessions, stmt)
+
+
+def status_counts(sessions: Sessions) -> dict[str, int]:
+    with sessions() as session:
+        rows = session.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+    return {status.value: count for status, count in rows}
+
+
+def _run_filter(stmt: Select, experiment_id: int | None, statuses: Iterable[str] | None) -> Select:
+    if experiment_id is not None:
+        stmt = stmt.where(Run.experiment_id == experiment_id)
+    if statuses:
+        stmt = stmt.where(Run.status.in_([RunStatus(s) for s in statuses]))
+    return stmt
+
+
+def runs_page(sessions: Sessions, experiment_id: int | None = None, statuses: Iterable[str] | None = None,
+              limit: int = 50, offset: int = 0) -> pd.DataFrame:
+    """Newest runs first, with `elapsed_s` (running runs count up to now)."""
+    stmt = _run_filter(select(*RUN_COLUMNS), experiment_id, statuses)
+    frame = _frame(sessions, stmt.order_by(Run.id.desc()).limit(limit).offset(offset))
+    return _with_elapsed(frame)
+
+
+def count_runs(sessions: Sessions, experiment_id: int | None = None, statuses: Iterable[str] | None = None) -> int:
+    with sessions() as session:
+        return session.scalar(_run_filter(select(func.count(Run.id)), experiment_id, statuses)) or 0
+
+
+def _with_elapsed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame["status"] = [s.value for s in frame["status"]]
+    end = pd.to_datetime(frame["finished_at"]).fillna(pd.Timestamp(utcnow()))
+    frame["elapsed_s"] = (end - pd.to_datetime(frame["started_at"])).dt.total_seconds()
+    return frame
+
+
+def run_info(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
+    stmt = select(*RUN_COLUMNS, Run.config, Run.error, Run.cancel_requested,
+                  Experiment.name.label("experiment")).join(Experiment).where(Run.id == run_id)
+    rows = _rows(sessions, stmt)
+    if not rows:
+        return None
+    info = _with_elapsed(pd.DataFrame([rows[0]])).iloc[0].to_dict()
+    info["config"] = rows[0]["config"]  # keep the dict out of pandas' hands
+    return info
+
+
+def steps(sessions: Sessions, run_id: int) -> pd.DataFrame:
+    stmt = (select(Step.id, Step.index, Step.kind, Step.label, Step.status, Step.val_score, Step.test_score,
+                   Step.started_at, Step.finished_at, Step.adapter_path, Step.error)
+            .where(Step.run_id == run_id).order_by(Step.index))
+    frame = _frame(sessions, stmt)
+    frame["status"] = [s.value for s in frame["status"]]
+    frame["seconds"] = (pd.to_datetime(frame["finished_at"]) - pd.to_datetime(frame["started_at"])).dt.total_seconds()
+    return frame
+
+
+def final_step(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
+    """The last finished step: its program state and adapter are what the run exports."""
+    stmt = (select(Step.index, Step.label, Step.program_state, Step.adapter_path)
+            .where(Step.run_id == run_id, Step.status == StepStatus.done, Step.program_state.is_not(None))
+            .order_by(Step.index.desc()).limit(1))
+    rows = _rows(sessions, stmt)
+    return rows[0] if rows else None
+
+
+def trainings(sessions: Sessions, run_id: int) -> list[dict[str, Any]]:
+    stmt = (select(Training.id, Training.examples, Training.hyperparams, Training.losses, Training.seconds,
+                   Training.adapter_path, Training.error, Step.index.label("step_index"),
+                   Step.label.label("step_label"))
+            .join(Step, Training.step_id == Step.id).where(Training.run_id == run_id).order_by(Training.id))
+    return _rows(sessions, stmt)
+
+
+def programs(sessions: Sessions, run_id: int, with_state: bool = False) -> pd.DataFrame:
+    """Every stored program of a run in step order: candidates, teachers and step results."""
+    columns = [Program.id, Program.step_id, Step.index.label("step_index"), Step.label.label("step_label"),
+               Program.label, Program.role, Program.val_score, Program.chosen]
+    stmt = (select(*columns, *([Program.state] if with_state else []))
+            .join(Step, Program.step_id == Step.id).where(Program.run_id == run_id)
+            .order_by(Step.index, Program.id))
+    return _frame(sessions, stmt)
+
+
+def compare_runs(sessions: Sessions, experiment_id: int | None = None,
+                 run_ids: list[int] | None = None) -> pd.DataFrame:
+    stmt = select(Run.id, Run.task, Run.model, Run.strategy, Run.seed, Run.budget, Run.status,
+                  Run.val_score, Run.test_score)
+    if run_ids is not None:
+        stmt = stmt.where(Run.id.in_(run_ids))
+    stmt = _run_filter(stmt, experiment_id, None)
+    frame = _frame(sessions, stmt.order_by(Run.id))
+    frame["status"] = [s.value for s in frame["status"]]
+    return frame
+
+
+def step_scores(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:
+    """Finished steps' scores of these runs, for per-step curves."""
+    stmt = (select(Run.id.label("run_id"), Run.task, Run.model, Run.strategy, Run.seed, Step.index,
+                   Step.label, Step.val_score, Step.test_score)
+            .join(Step, Step.run_id == Run.id)
+            .where(Run.id.in_(run_ids), Step.status == StepStatus.done).order_by(Run.id, Step.index))
+    return _frame(sessions, stmt)
+
+
+def seconds_per_call(sessions: Sessions, model: str, last: int = 20) -> float | None:
+    """Wall seconds per LM call over this model's recent finished runs; None without history."""
+    recent = (select(Run.id, Run.started_at, Run.finished_at)
+              .where(Run.model == model, Run.status == RunStatus.done,
+                     Run.started_at.is_not(None), Run.finished_at.is_not(None))
+              .order_by(Run.id.desc()).limit(last))
+    with sessions() as session:
+        runs = session.execute(recent).all()
+        if not runs:
+            return None
+        calls = session.scalar(select(func.count(Trace.id)).where(Trace.run_id.in_([r.id for r in runs])))
+    seconds = sum((r.finished_at - r.started_at).total_seconds() for r in runs)
+    return seconds / calls if calls else None
+
+
+def evaluated_steps(sessions: Sessions, run_id: int, split: str) -> list[dict[str, Any]]:
+    """Steps of a run that scored examples on `split`, each with the program to show.
+
+    A step can score several programs on a split (a p step's candidates on val); the one
+    shown is the step's chosen result, else the last one stored.
+    """
+    scored = exists().where(ExampleScore.program_id == Program.id, ExampleScore.split == split)
+    stmt = (select(Step.id.label("step_id"), Step.index, Step.label, Program.id.label("program_id"),
+                   Program.label.label("program_label"), Program.role, Program.chosen)
+            .join(Step, Program.step_id == Step.id).where(Program.run_id == run_id, scored)
+            .order_by(Step.index, Program.id))
+    best: dict[int, dict[str, Any]] = {}
+    for row in _rows(sessions, stmt):
+        current = best.get(row["step_id"])
+        if current is None or _rank(row) >= _rank(current):
+            best[row["step_id"]] = row
+    return list(best.values())
+
+
+def _rank(program: dict[str, Any]) -> int:
+    return 2 * program["chosen"] + (program["role"] == "result")
+
+
+def example_scores(sessions: Sessions, program_id: int, split: str) -> pd.DataFrame:
+    stmt = (select(ExampleScore.example_index, ExampleScore.score, ExampleScore.error)
+            .where(ExampleScore.program_id == program_id, ExampleScore.split == split)
+            .order_by(ExampleScore.example_index))
+    return _frame(sessions, stmt)
+
+
+def search_examples(sessions: Sessions, program_ids: list[int], split: str, text: str) -> set[int]:
+    """Example indexes whose inputs, labels or predictions contain `text` (case-insensitive)."""
+    pattern = f"%{text}%"
+    stmt = (select(ExampleScore.example_index).distinct()
+            .where(ExampleScore.program_id.in_(program_ids), ExampleScore.split == split,
+                   or_(cast(ExampleScore.example, String).ilike(pattern),
+                       cast(ExampleScore.prediction, String).ilike(pattern))))
+    with sessions() as session:
+        return set(session.scalars(stmt))
+
+
+def example_result(sessions: Sessions, program_id: int, split: str, example_index: int) -> dict[str, Any] | None:
+    stmt = (select(ExampleScore.example, ExampleScore.prediction, ExampleScore.score, ExampleScore.error,
+                   ExampleScore.details)
+            .where(ExampleScore.program_id == program_id, ExampleScore.split == split,
+                   ExampleScore.example_index == example_index).limit(1))
+    rows = _rows(sessions, stmt)
+    return rows[0] if rows else None
+
+
+def traces(sessions: Sessions, program_id: int, split: str, example_index: int) -> list[dict[str, Any]]:
+    """The LM calls of one example under one program, in call order."""
+    stmt = (select(Trace.position, Trace.module, Trace.messages, Trace.completion, Trace.parsed,
+                   Trace.parse_error, Trace.prompt_tokens, Trace.completion_tokens, Trace.latency_ms,
+                   Trace.cache_hit)
+            .where(Trace.program_id == program_id, Trace.split == split, Trace.example_index == example_index)
+            .order_by(Trace.position))
+    return _rows(sessions, stmt)
