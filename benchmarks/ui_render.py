@@ -31,8 +31,8 @@ from bt_core.tasks.iris import FEATURES, SPECIES, IrisProgram  # noqa: E402
 from db.models import (Experiment, ExampleScore, Program, Run, RunStatus, Step, StepStatus, Trace,  # noqa: E402
                        Training, utcnow)
 from db.session import session_factory  # noqa: E402
+from ui.common import PAGES  # noqa: E402
 
-PAGES = ("pages/launch.py", "pages/runs.py", "pages/compare.py", "pages/traces.py", "pages/prompts.py")
 STRATEGIES = ("p -> w -> p", "vanilla", "p", "w")
 EVALUATIONS = 8  # split evaluations per run, averaged over STRATEGIES: sizes the splits
 ACCURACY = {"vanilla": 0.3, "p": 0.6, "w": 0.4, "p -> w": 0.55, "p -> w -> p": 0.65}
@@ -140,7 +140,7 @@ def render_seconds(url: str, page: str, repeat: int) -> float:
     os.environ["BT_DATABASE_URL"] = url
     os.environ["BT_AUTOSTART_WORKER"] = "0"
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    app.switch_page(page).run()
+    app.switch_page(PAGES[page][0]).run()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -169,7 +169,7 @@ def main() -> None:
     for page in PAGES:
         small, big = (render_seconds(urls[n], page, args.repeat) for n in ("small", "big"))
         verdict = "ok" if big < 1 and big < 3 * small else "SLOW"
-        print(f"{Path(page).stem:<20}{small:>12.3f}{big:>14.3f}{big / small:>7.1f}x  {verdict}", flush=True)
+        print(f"{page:<20}{small:>12.3f}{big:>14.3f}{big / small:>7.1f}x  {verdict}", flush=True)
 
 
 if __name__ == "__main__":

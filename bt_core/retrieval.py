@@ -38,7 +38,7 @@ class Passage:
 
 
 class Retriever(ABC):
-    """Finds the k passages that best match a query."""
+    """Finds the k passages that best match a query; read-only, so deep copies share it."""
 
     @abstractmethod
     def search(self, query: str, k: int) -> list[Passage]:
@@ -59,9 +59,9 @@ class BM25Retriever(Retriever):
             raise ValueError("BM25 needs at least one passage to index")
         self.passages = list(passages)
         self.index_dir = (cache_dir or default_cache_dir()) / f"bm25-{corpus_key(self.passages)}"
-        self._bm25 = _load_or_build(self.passages, self.index_dir)
         self._stemmer = Stemmer.Stemmer("english")
         self._lock = threading.Lock()  # PyStemmer objects are not thread-safe
+        self._bm25 = _load_or_build(self.passages, self.index_dir, self._stemmer)
 
     def search(self, query: str, k: int) -> list[Passage]:
         with self._lock:
@@ -86,12 +86,12 @@ def _tokenize(texts: list[str], stemmer: Stemmer.Stemmer, return_ids: bool) -> A
                           show_progress=False)
 
 
-def _load_or_build(passages: list[Passage], index_dir: Path) -> bm25s.BM25:
+def _load_or_build(passages: list[Passage], index_dir: Path, stemmer: Stemmer.Stemmer) -> bm25s.BM25:
     if index_dir.is_dir():
-        return bm25s.BM25.load(str(index_dir), show_progress=False, verbosity=0)
+        return bm25s.BM25.load(str(index_dir), show_progress=False)
     bm25 = bm25s.BM25()
     texts = [f"{p.title} | {p.text}" for p in passages]
-    bm25.index(_tokenize(texts, Stemmer.Stemmer("english"), return_ids=True), show_progress=False)
+    bm25.index(_tokenize(texts, stemmer, return_ids=True), show_progress=False)
     _save_atomically(bm25, index_dir)
     return bm25
 

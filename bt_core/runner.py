@@ -8,6 +8,7 @@ rows) and redone, so nothing is duplicated.
 
 from __future__ import annotations
 
+import os
 import traceback
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +36,7 @@ def load_lm(model: str, max_batch_size: int) -> LM:
     from bt_core.lm.hf import HFLM
     from bt_core.lm.models import resolve_model
 
-    cache = LMCache(data_dir() / "lm_cache.sqlite")
+    cache = LMCache(os.environ.get("BT_LM_CACHE") or data_dir() / "lm_cache.sqlite")
     return HFLM(resolve_model(model), cache=cache, max_batch_size=max_batch_size)
 
 
@@ -96,7 +97,8 @@ def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, 
         "p": BootstrapFewShotWithRandomSearch(
             task.metric, config.num_candidates, config.max_bootstrapped_demos, config.max_labeled_demos,
             config.seed, config.sizes.p_train, config.sizes.p_val, config.threads),
-        "w": BootstrapFinetune(task.metric, out_dir, config.lora_config(), config.threads),
+        "w": BootstrapFinetune(task.metric, out_dir, config.lora_config(), config.max_labeled_demos,
+                               config.threads),
     }
 
 

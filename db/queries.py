@@ -7,6 +7,7 @@ blobs (messages, program states) are read only for the rows a page displays.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Iterable
 
 import pandas as pd
@@ -26,12 +27,17 @@ ACTIVE = (RunStatus.queued, RunStatus.running)
 def _frame(sessions: Sessions, stmt: Select) -> pd.DataFrame:
     with sessions() as session:
         result = session.execute(stmt)
-        return pd.DataFrame(result.all(), columns=list(result.keys()))
+        return pd.DataFrame([tuple(map(_plain, row)) for row in result], columns=list(result.keys()))
 
 
 def _rows(sessions: Sessions, stmt: Select) -> list[dict[str, Any]]:
     with sessions() as session:
-        return [dict(row) for row in session.execute(stmt).mappings()]
+        return [{k: _plain(v) for k, v in row.items()} for row in session.execute(stmt).mappings()]
+
+
+def _plain(value: Any) -> Any:
+    """Status enums as their strings, so pages compare against "done", not RunStatus.done."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def experiments(sessions: Sessions, limit: int = 200) -> list[dict[str, Any]]:
@@ -44,7 +50,7 @@ def experiments(sessions: Sessions, limit: int = 200) -> list[dict[str, Any]]:
 def status_counts(sessions: Sessions) -> dict[str, int]:
     with sessions() as session:
         rows = session.execute(select(Run.status, func.count()).group_by(Run.status)).all()
-    return {status.value: count for status, count in rows}
+    return {_plain(status): count for status, count in rows}
 
 
 def _run_filter(stmt: Select, experiment_id: int | None, statuses: Iterable[str] | None) -> Select:
@@ -69,10 +75,13 @@ def count_runs(sessions: Sessions, experiment_id: int | None = None, statuses: I
 
 
 def _with_elapsed(frame: pd.DataFrame) -> pd.DataFrame:
-    frame["status"] = [s.value for s in frame["status"]]
-    end = pd.to_datetime(frame["finished_at"]).fillna(pd.Timestamp(utcnow()))
-    frame["elapsed_s"] = (end - pd.to_datetime(frame["started_at"])).dt.total_seconds()
+    end = _timestamps(frame["finished_at"]).fillna(pd.Timestamp(utcnow()))
+    frame["elapsed_s"] = (end - _timestamps(frame["started_at"])).dt.total_seconds()
     return frame
+
+
+def _timestamps(column: pd.Series) -> pd.Series:
+    return pd.to_datetime(column).astype("datetime64[us]")
 
 
 def run_info(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
@@ -91,14 +100,13 @@ def steps(sessions: Sessions, run_id: int) -> pd.DataFrame:
                    Step.started_at, Step.finished_at, Step.adapter_path, Step.error)
             .where(Step.run_id == run_id).order_by(Step.index))
     frame = _frame(sessions, stmt)
-    frame["status"] = [s.value for s in frame["status"]]
-    frame["seconds"] = (pd.to_datetime(frame["finished_at"]) - pd.to_datetime(frame["started_at"])).dt.total_seconds()
+    frame["seconds"] = (_timestamps(frame["finished_at"]) - _timestamps(frame["started_at"])).dt.total_seconds()
     return frame
 
 
 def final_step(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
     """The last finished step: its program state and adapter are what the run exports."""
-    stmt = (select(Step.index, Step.label, Step.program_state, Step.adapter_path)
+    stmt = (select(Step.index, Step.label, Step.program_state, Step.adapter_path, Step.val_score, Step.test_score)
             .where(Step.run_id == run_id, Step.status == StepStatus.done, Step.program_state.is_not(None))
             .order_by(Step.index.desc()).limit(1))
     rows = _rows(sessions, stmt)
@@ -130,9 +138,7 @@ def compare_runs(sessions: Sessions, experiment_id: int | None = None,
     if run_ids is not None:
         stmt = stmt.where(Run.id.in_(run_ids))
     stmt = _run_filter(stmt, experiment_id, None)
-    frame = _frame(sessions, stmt.order_by(Run.id))
-    frame["status"] = [s.value for s in frame["status"]]
-    return frame
+    return _frame(sessions, stmt.order_by(Run.id))
 
 
 def step_scores(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:

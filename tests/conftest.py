@@ -1,11 +1,68 @@
-"""Shared test setup: the offline data folder (../shared/data beside the repo) and no hub downloads."""
+"""Test setup: offline data, a private BT_HOME, one LM-call cache for the whole session, and
+`filled_db`, a database filled by real smoke runs of the embedded model through a real worker.
+"""
+
+from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BT_DATA_DIR", str(REPO.parent / "shared" / "data"))
-# No code path may download data or weights during tests, even where `datasets` is installed.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may download weights or data
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in ("integration: runs the real embedded model", "ui: Streamlit AppTest pages",
+                   "browser: headless Chromium journey", "gpu: needs CUDA"):
+        config.addinivalue_line("markers", marker)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private BT_HOME; the LM cache is shared by every test and subprocess of the session."""
+    home = tmp_path_factory.mktemp("bt_home")
+    os.environ["BT_HOME"] = str(home)
+    os.environ["BT_LM_CACHE"] = str(home / "lm_cache.sqlite")
+    os.environ.pop("BT_DATABASE_URL", None)
+    return home
+
+
+def bt(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would."""
+    return subprocess.run([sys.executable, "-m", "bt_core", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+SMOKE_STRATEGIES = ["p", "w", "p -> w -> p"]
+
+
+@pytest.fixture(scope="session")
+def filled_db(session_home: Path) -> str:
+    """SQLite URL of one experiment: Iris at the smoke budget under p, w and p -> w -> p, run
+    by a real `python -m bt_core worker --once` process with the real embedded model."""
+    from bt_core.experiments import launch_experiment
+    from db.session import session_factory
+
+    url = f"sqlite:///{session_home / 'filled.sqlite'}"
+    launch_experiment(session_factory(url), "iris smoke", ["iris"], ["smollm2-135m"], SMOKE_STRATEGIES, [0],
+                      "smoke")
+    result = bt("--db", url, "worker", "--once", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class LM(ABC):
         self.cache = cache
         self.max_batch_size = max_batch_size
         self._batcher = None
+        self._batcher_lock = threading.Lock()
 
     @abstractmethod
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
@@ -79,22 +81,23 @@ class LM(ABC):
 
     def generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         keys = [self._cache_key(m, params) for m in batch]
-        found = self.cache.get_many(keys) if self.cache else {}
+        found = self.cache.get_many(keys) if self.cache is not None else {}
         misses = [i for i, k in enumerate(keys) if k not in found]
         fresh: list[Completion] = []
         for start in range(0, len(misses), self.max_batch_size):
             chunk = misses[start:start + self.max_batch_size]
             fresh.extend(self._generate([batch[i] for i in chunk], params))
-        if self.cache and fresh:
+        if self.cache is not None and fresh:
             self.cache.put_many({keys[i]: c for i, c in zip(misses, fresh)})
         by_index = dict(zip(misses, fresh))
         return [by_index[i] if i in by_index else _as_hit(found[k]) for i, k in enumerate(keys)]
 
     def chat(self, messages: Messages, params: SamplingParams) -> Completion:
         """One call; concurrent callers in other threads share a batched generate."""
-        if self._batcher is None:
-            from bt_core.lm.batching import CallBatcher
-            self._batcher = CallBatcher(self.generate, self.max_batch_size)
+        with self._batcher_lock:  # evaluation threads arrive together; one batcher must serve them all
+            if self._batcher is None:
+                from bt_core.lm.batching import CallBatcher
+                self._batcher = CallBatcher(self.generate, self.max_batch_size)
         return self._batcher.submit(messages, params)
 
     def _cache_key(self, messages: Messages, params: SamplingParams) -> str:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers.utils import logging as transformers_logging
 
 from bt_core.adapter import field_closed, truncate_after_field
 from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint
@@ -23,14 +24,23 @@ from bt_core.lm.lora import LoraConfig, train_lora
 from bt_core.lm.models import ModelSpec
 
 _lock = threading.Lock()  # one generate or train at a time per process; torch uses all cores
+_load_lock = threading.RLock()
 
 
 def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@lru_cache(maxsize=2)
 def load_base(spec: ModelSpec):
+    """Weights and tokenizer, loaded once per process (loading is not thread-safe in transformers)."""
+    with _load_lock:
+        return _load_base(spec)
+
+
+@lru_cache(maxsize=2)
+def _load_base(spec: ModelSpec):
+    transformers_logging.set_verbosity_error()  # GGUF loading reports the tied lm_head as "missing"
+    transformers_logging.disable_progress_bar()
     dtype = torch.bfloat16 if device() == "cuda" else torch.float32
     kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
@@ -42,12 +52,17 @@ def load_base(spec: ModelSpec):
     return model, tokenizer
 
 
-@lru_cache(maxsize=2)
-def _merged(spec: ModelSpec, adapter_path: str, fingerprint: str):
+def merged(spec: ModelSpec, adapter_path: str):
     """The base model with an adapter merged in; the fingerprint keys retrained adapters apart."""
+    base, _ = load_base(spec)
+    with _load_lock:
+        return _merge(spec, adapter_path, adapter_fingerprint(adapter_path), base)
+
+
+@lru_cache(maxsize=2)
+def _merge(spec: ModelSpec, adapter_path: str, fingerprint: str, base: torch.nn.Module):
     from peft import PeftModel
 
-    base, _ = load_base(spec)
     return PeftModel.from_pretrained(copy.deepcopy(base), adapter_path).merge_and_unload().eval()
 
 
@@ -63,7 +78,7 @@ class HFLM(LM):
     def model(self) -> torch.nn.Module:
         if self.adapter_path is None:
             return load_base(self.spec)[0]
-        return _merged(self.spec, self.adapter_path, adapter_fingerprint(self.adapter_path))
+        return merged(self.spec, self.adapter_path)
 
     def with_adapter(self, adapter_path: str | None) -> HFLM:
         return HFLM(self.spec, adapter_path, cache=self.cache, max_batch_size=self.max_batch_size)

@@ -12,8 +12,8 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bt_core.evaluate import Metric, run_example
-from bt_core.modules import Call, Example, Module
+from bt_core.evaluate import ExampleResult, Metric, run_example
+from bt_core.modules import Example, Module
 from bt_core.recording import recorder
 
 
@@ -40,39 +40,20 @@ class BootstrapFewShot:
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None,
                 teacher: Module | None = None) -> Module:
-        teacher = self._prepare_teacher(student, teacher, trainset)
-        successes = self._bootstrap(teacher, trainset)
+        teacher = teacher_for(student, teacher, trainset, self.max_labeled_demos, self.seed)
+        successes = [r for r in bootstrap_traces(teacher, trainset, self.metric, self.threads) if r.score >= 1.0]
         program = student.reset_copy()
         used: set[int] = set()
         for name, predictor in program.named_predictors():
-            for index, calls in successes:
+            for result in successes:
                 if len(predictor.demos) >= self.max_bootstrapped_demos:
                     break
-                call = next((c for c in calls if c.module == name), None)
+                call = next((c for c in result.calls if c.module == name), None)
                 if call is not None:
                     predictor.demos.append(Example({**call.inputs, **call.outputs}))
-                    used.add(index)
+                    used.add(result.index)
         self._fill_labeled(program, [e for i, e in enumerate(trainset) if i not in used])
         return program
-
-    def _prepare_teacher(self, student: Module, teacher: Module | None, trainset: list[Example]) -> Module:
-        teacher = (teacher or student).deepcopy()
-        if not any(p.demos for p in teacher.predictors()) and self.max_labeled_demos:
-            teacher = LabeledFewShot(self.max_labeled_demos, self.seed).compile(teacher, trainset=trainset)
-        return teacher
-
-    def _bootstrap(self, teacher: Module, trainset: list[Example]) -> list[tuple[int, list[Call]]]:
-        """Run the teacher on each example (without that example among its demos); keep passes."""
-        def attempt(item: tuple[int, Example]):
-            index, example = item
-            return run_example(_without_demo(teacher, example), index, example, self.metric)
-
-        recorder().progress(f"bootstrapping demos on {len(trainset)} training examples")
-        teacher_id = recorder().program(teacher, "bootstrap teacher", role="teacher")
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            attempts = list(pool.map(attempt, enumerate(trainset)))
-        recorder().evaluation(teacher_id, "train", attempts)
-        return [(r.index, r.calls) for r in attempts if r.score >= 1.0]
 
     def _fill_labeled(self, program: Module, unused: list[Example]) -> None:
         rng = random.Random(self.seed)
@@ -80,6 +61,29 @@ class BootstrapFewShot:
             room = self.max_labeled_demos - len(predictor.demos)
             if room > 0:
                 predictor.demos.extend(Example(e) for e in rng.sample(unused, min(room, len(unused))))
+
+
+def teacher_for(student: Module, teacher: Module | None, trainset: list[Example], k: int, seed: int) -> Module:
+    """The given teacher, else the student; one without demos gets k labeled ones (as DSPy does)."""
+    teacher = (teacher or student).deepcopy()
+    if not any(p.demos for p in teacher.predictors()) and k:
+        teacher = LabeledFewShot(k, seed).compile(teacher, trainset=trainset)
+    return teacher
+
+
+def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, threads: int) -> list[ExampleResult]:
+    """Run the teacher on every example, leaving that example out of its demos, and record it."""
+    recorder().progress(f"running the teacher on {len(trainset)} training examples")
+    teacher_id = recorder().program(teacher, "teacher", role="teacher")
+
+    def attempt(item: tuple[int, Example]) -> ExampleResult:
+        index, example = item
+        return run_example(_without_demo(teacher, example), index, example, metric)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(attempt, enumerate(trainset)))
+    recorder().evaluation(teacher_id, "train", results)
+    return results
 
 
 def _without_demo(teacher: Module, example: Example) -> Module:

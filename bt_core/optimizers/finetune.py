@@ -1,8 +1,9 @@
 """BootstrapFinetune: LoRA-tune the program's LM on its own successful traces.
 
 Every module call of every trace whose final answer passes the metric becomes one chat SFT
-conversation (the exact prompt the module saw, and its parsed output as the answer); all
-modules' data are pooled because they share one LM. Each adapter is trained on the base
+conversation: the prompt the student's module will see (its own demos) and the parsed output
+as the answer; all modules' data are pooled because they share one LM. A program without
+demos gets a labeled-demo teacher, so that "w" alone has traces to learn from. Each adapter is trained on the base
 model, so it is a plain PEFT adapter that PEFT and vLLM load as is.
 """
 
@@ -14,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bt_core import adapter
-from bt_core.evaluate import ExampleResult, Metric, evaluate
+from bt_core.evaluate import ExampleResult, Metric
+from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.lm.base import LM, Messages
 from bt_core.lm.lora import LoraConfig
 from bt_core.modules import Example, Module
@@ -30,18 +32,16 @@ class BootstrapFinetune:
     metric: Metric
     out_dir: Path  # adapters are written to folders inside it
     lora: LoraConfig = field(default_factory=LoraConfig)
+    max_labeled_demos: int = 3  # labeled demos a demo-less teacher gets to produce traces
     threads: int = 16
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None,
                 teacher: Module | None = None) -> Module:
         program = student.deepcopy()
         lm = shared_lm(program)
-        teacher = teacher or program
-        teacher_id = recorder().program(teacher, "fine-tuning data teacher", role="teacher")
-        recorder().progress(f"collecting traces on {len(trainset)} training examples")
-        traces = evaluate(teacher, trainset, self.metric, split="train", program_id=teacher_id,
-                          threads=self.threads).results
-        conversations = sft_conversations(traces)
+        teacher = teacher_for(program, teacher, trainset, self.max_labeled_demos, self.lora.seed)
+        results = bootstrap_traces(teacher, trainset, self.metric, self.threads)
+        conversations = sft_conversations(program, results)
         if not conversations:
             raise NoTrainingData(f"w step: none of the {len(trainset)} training traces passed the metric; "
                                  "nothing to fine-tune on (run p first, or give more training examples)")
@@ -65,12 +65,16 @@ def shared_lm(program: Module) -> LM:
     return lm
 
 
-def sft_conversations(results: list[ExampleResult]) -> list[Messages]:
+def sft_conversations(student: Module, results: list[ExampleResult]) -> list[Messages]:
+    """Each passing call, rendered with the student's own prompt and demos: what it will see."""
+    predictors = dict(student.named_predictors())
     conversations = []
     for result in results:
         if result.score < 1.0:
             continue
         for call in result.calls:
-            answer = adapter.format_completion(call.predictor.signature, call.outputs or {})
-            conversations.append([*call.messages, {"role": "assistant", "content": answer}])
+            predictor = predictors[call.module]
+            prompt = adapter.render(predictor.signature, predictor.demos, call.inputs)
+            answer = adapter.format_completion(predictor.signature, call.outputs or {})
+            conversations.append([*prompt, {"role": "assistant", "content": answer}])
     return conversations

@@ -36,14 +36,15 @@ HOPS = 2
 PASSAGES_PER_HOP = 3
 
 CONTEXT = Field("context", "numbered passages, each as [n] «Title» text")
+QUESTION = Field("question", "a question that needs facts from two Wikipedia passages")
 QUERY = Signature(
-    inputs=(CONTEXT, Field("question")),
+    inputs=(CONTEXT, QUESTION),
     outputs=(Field("search_query", "a short search query for the missing fact"),),
     instructions=("Write a search query that finds the Wikipedia passage holding the fact still "
                   "missing to answer the multi-hop question, given the passages found so far."),
 )
 ANSWER = Signature(
-    inputs=(CONTEXT, Field("question")),
+    inputs=(CONTEXT, QUESTION),
     outputs=(Field("answer", "a short factoid answer: a name, date, number, or yes/no"),),
     instructions=("Answer the multi-hop question from the passages. Give only the answer span, "
                   "in as few words as possible."),
@@ -103,7 +104,7 @@ class HotPotQA(Task):
     def details(self, example: Example, prediction: Prediction) -> dict[str, float]:
         gold = set(example["gold_titles"])
         hop1, hop2 = (set(prediction.get(f"titles_hop{h}", [])) for h in (1, 2))
-        recall = lambda found: len(gold & found) / len(gold)
+        recall = lambda found: len(gold & found) / max(len(gold), 1)
         return {"f1": f1_score(str(prediction.get("answer", "")), example["answer"]),
                 "recall_hop1": recall(hop1), "recall_hop2": recall(hop2), "recall": recall(hop1 | hop2)}
 
@@ -152,8 +153,8 @@ def _from_hub() -> list[list[dict]]:
 
 def _from_hub_row(row: dict) -> dict:
     """The hub stores context and supporting facts as columns; convert to the original row format."""
-    context = [[t, s] for t, s in zip(row["context"]["title"], row["context"]["sentences"])]
-    facts = [[t, i] for t, i in zip(row["supporting_facts"]["title"], row["supporting_facts"]["sent_id"])]
+    context = [[t, s] for t, s in zip(row["context"]["title"], row["context"]["sentences"], strict=True)]
+    facts = [[t, i] for t, i in zip(row["supporting_facts"]["title"], row["supporting_facts"]["sent_id"], strict=True)]
     return {**{k: row[k] for k in ("question", "answer", "type")}, "supporting_facts": facts, "context": context}
 
 

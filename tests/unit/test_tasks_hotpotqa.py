@@ -76,7 +76,8 @@ def test_a_row_without_context_is_named(task, tmp_path, monkeypatch):
 
 # Gold answers from the dev file, against answers a model plausibly writes.
 @pytest.mark.parametrize("gold, predicted, exact", [
-    ("yes", "Yes.", 1.0), ("3,677 seated", "3,677 seated", 1.0), ("the North Atlantic Conference", "North Atlantic Conference", 1.0),
+    ("yes", "Yes.", 1.0), ("3,677 seated", "3,677 seated", 1.0),
+    ("the North Atlantic Conference", "North Atlantic Conference", 1.0),
     ("Pedro Rodríguez", "pedro rodríguez", 1.0), ("World's Best Goalkeeper", "Worlds best goalkeeper", 1.0),
     ("from 1986 to 2013", "1986 to 2013", 0.0), ("Chief of Protocol", "Chief of Protocol of the United States", 0.0),
     ("no", "yes", 0.0),

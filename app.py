@@ -1,0 +1,68 @@
+"""BetterTogether Studio: the dashboard's entry point.
+
+It routes to the pages and keeps a worker alive: runs are executed by a separate
+`python -m bt_core worker` process, so they go on when the browser or this server goes away.
+Set BT_AUTOSTART_WORKER=0 to manage workers yourself (tests do).
+
+    streamlit run app.py            # BT_DATABASE_URL or BT_HOME choose the database
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import streamlit as st
+
+from sqlalchemy.engine import make_url
+
+from bt_core.worker import start_worker_process, worker_alive
+from db import queries
+from db.session import DatabaseError, database_url
+from ui.common import PAGES, STATUS_ICONS, Sessions, sessions
+
+WORKER_START_GRACE_S = 30  # a started worker needs this long to load and heartbeat
+
+st.set_page_config(page_title="BetterTogether Studio", page_icon=":material/handshake:", layout="wide")
+
+
+@st.cache_resource
+def _worker_starts() -> dict[str, float]:
+    """When this server last started a worker per database, shared by all browser sessions."""
+    return {}
+
+
+@st.fragment(run_every=5)
+def worker_status(db: Sessions, url: str) -> None:
+    alive = worker_alive(db)
+    starts = _worker_starts()
+    if not alive and os.environ.get("BT_AUTOSTART_WORKER", "1") != "0" \
+            and time.time() - starts.get(url, 0.0) > WORKER_START_GRACE_S:
+        start_worker_process(url)
+        starts[url] = time.time()
+    if alive:
+        st.badge("Worker running", icon=":material/check_circle:", color="green")
+    elif time.time() - starts.get(url, 0.0) <= WORKER_START_GRACE_S:
+        st.badge("Worker starting", icon=":material/hourglass_top:", color="orange")
+    else:
+        st.badge("No worker", icon=":material/error:", color="red",
+                 help="Queued runs wait until one runs: python -m bt_core worker --db URL")
+    counts = queries.status_counts(db)
+    st.caption(" · ".join(f"{STATUS_ICONS[s]} {counts.get(s, 0)} {s}" for s in ("queued", "running", "done", "failed")))
+
+
+page = st.navigation([st.Page(script, title=title, icon=icon, url_path=path)
+                      for path, (script, title, icon) in PAGES.items()])
+url = database_url()
+try:
+    db = sessions()
+except DatabaseError as exc:
+    st.error(f"**Cannot open the database.** {exc}")
+    st.info("Set BT_DATABASE_URL to a SQLAlchemy URL such as sqlite:////path/to/studio.sqlite, or BT_HOME "
+            "to a writable folder, and restart the dashboard.")
+    st.stop()
+with st.sidebar:
+    st.caption("DATABASE")
+    st.code(make_url(url).render_as_string(hide_password=True), language=None, wrap_lines=True)
+    worker_status(db, url)
+page.run()

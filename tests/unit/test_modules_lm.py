@@ -1,0 +1,94 @@
+import json
+import threading
+
+import pytest
+
+from bt_core import ChainOfThought, Example, Module, Predict
+from bt_core.adapter import ParseError
+from bt_core.lm.base import SamplingParams
+from bt_core.lm.cache import LMCache
+from bt_core.lm.scripted import ScriptedLM
+from bt_core.modules import capture_trace
+from tests.scripted import scripted_iris_lm
+
+
+class TwoStep(Module):
+    def __init__(self):
+        self.hops = [Predict("question -> query"), Predict("question -> query")]
+        self.answer = ChainOfThought("question, query -> answer")
+
+    def forward(self, question):
+        query = self.hops[0](question=question).query
+        return self.answer(question=question, query=query)
+
+
+def echo(messages, trained_on):
+    return "Query: q\nReasoning: r\nAnswer: a"
+
+
+def test_named_predictors_and_state_roundtrip(tmp_path):
+    program = TwoStep()
+    assert [n for n, _ in program.named_predictors()] == ["hops[0]", "hops[1]", "answer"]
+    program.answer.demos = [Example(question="q", query="x", answer="y")]
+    program.save(tmp_path / "p.json")
+    loaded = TwoStep().load(tmp_path / "p.json")
+    assert loaded.dump_state() == program.dump_state()
+    assert json.loads((tmp_path / "p.json").read_text())["answer"]["signature"]["outputs"][0]["name"] == "reasoning"
+
+
+def test_deepcopy_shares_the_lm_but_not_the_demos():
+    program = TwoStep()
+    lm = ScriptedLM(echo)
+    program.set_lm(lm)
+    copy = program.deepcopy()
+    copy.answer.demos.append(Example(question="q"))
+    assert copy.answer.lm is lm and program.answer.demos == []
+    assert copy.bound_lm() is lm
+
+
+def test_a_parse_failure_keeps_the_raw_completion_in_the_trace():
+    program = ChainOfThought("question -> answer")
+    program.set_lm(ScriptedLM(lambda m, t: "I do not know"))
+    with capture_trace() as calls, pytest.raises(ParseError):
+        program(question="why?")
+    assert calls[0].completion.text == "I do not know" and calls[0].outputs is None
+
+
+def test_concurrent_calls_coalesce_into_batches():
+    lm = scripted_iris_lm(max_batch_size=8)
+    messages = lambda i: [{"role": "user", "content": f"Petal Length: {i}"}]
+    results = [None] * 16
+    barrier = threading.Barrier(16)
+
+    def call(i):
+        barrier.wait()
+        results[i] = lm.chat(messages(i), SamplingParams())
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(lm.batches) == 16 and max(lm.batches) > 1 and max(lm.batches) <= 8
+    assert all(r.text for r in results)
+
+
+def test_cache_hits_cost_nothing_and_key_on_adapter_content(tmp_path):
+    cache = LMCache(tmp_path / "cache.sqlite")
+    lm = ScriptedLM(echo, cache=cache)
+    batch = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "ho"}]]
+    first = lm.generate(batch, SamplingParams())
+    again = lm.generate(batch, SamplingParams())
+    assert lm.batches == [2] and not any(c.cached for c in first) and all(c.cached for c in again)
+    assert [c.text for c in again] == [c.text for c in first]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "conversations.json").write_text("[]")
+    tuned = lm.with_adapter(str(adapter))
+    tuned.generate(batch, SamplingParams())
+    assert tuned.batches == [2]  # another adapter is another model
+    (adapter / "conversations.json").write_text("[[]]")
+    retrained = lm.with_adapter(str(adapter))
+    retrained.generate(batch, SamplingParams())
+    assert retrained.batches == [2]  # same path, new content: no stale hit
+    assert len(cache) == 6

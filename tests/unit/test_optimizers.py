@@ -1,0 +1,118 @@
+"""Every optimizer against the scripted Iris model: what each step must do to a program."""
+
+import pytest
+
+from bt_core.evaluate import evaluate
+from bt_core.optimizers import (BetterTogether, BootstrapFewShot, BootstrapFewShotWithRandomSearch,
+                                BootstrapFinetune, LabeledFewShot)
+from bt_core.optimizers.finetune import NoTrainingData
+from bt_core.lm.lora import LoraConfig
+from bt_core.lm.scripted import ScriptedLM
+from bt_core.strategy import parse_strategy
+from bt_core.tasks import get_task
+from tests.scripted import scripted_iris_lm
+
+IRIS = get_task("iris")
+SPLITS = IRIS.load(15, 15, 30, seed=0)
+
+
+@pytest.fixture
+def student():
+    program = IRIS.program()
+    program.set_lm(scripted_iris_lm())
+    return program
+
+
+def score(program, split=SPLITS.val):
+    return evaluate(program, split, IRIS.metric, split="val").score
+
+
+def test_zero_shot_parse_failures_score_zero_and_keep_the_completion(student):
+    result = evaluate(student, SPLITS.val, IRIS.metric, split="val")
+    assert result.score == 0.0
+    assert all(r.error.startswith("parse error") and r.calls[0].completion.text for r in result.results)
+
+
+def test_labeled_few_shot_samples_training_examples(student):
+    program = LabeledFewShot(k=3, seed=1).compile(student, trainset=SPLITS.train)
+    demos = program.classify.demos
+    assert len(demos) == 3 and all(d in SPLITS.train for d in demos)
+    assert student.classify.demos == []  # compile never mutates its input
+
+
+def test_bootstrap_keeps_only_successful_traces_with_reasoning(student):
+    program = BootstrapFewShot(IRIS.metric, max_bootstrapped_demos=3, max_labeled_demos=4).compile(
+        student, trainset=SPLITS.train)
+    demos = program.classify.demos
+    bootstrapped = [d for d in demos if "reasoning" in d]
+    assert len(bootstrapped) == 3 and len(demos) == 4
+    for demo in bootstrapped:
+        gold = next(e for e in SPLITS.train if all(e[k] == demo[k] for k in e.inputs()))
+        assert demo["species"] == gold["species"] and demo["reasoning"].startswith("petal length")
+
+
+def test_random_search_scores_every_candidate_and_keeps_the_best(student):
+    optimizer = BootstrapFewShotWithRandomSearch(IRIS.metric, num_candidates=3, seed=0)
+    best = optimizer.compile(student, trainset=SPLITS.train, valset=SPLITS.val)
+    labels = [c.label for c in optimizer.candidates]
+    assert labels[:3] == ["zero-shot", "labeled demos", "bootstrapped"] and len(labels) == 6
+    assert optimizer.candidates[0].score == 0.0
+    assert score(best) == max(c.score for c in optimizer.candidates) > 0.5
+
+
+def test_finetune_trains_on_passing_traces_and_rebinds_the_lm(student, tmp_path):
+    prompted = BootstrapFewShot(IRIS.metric).compile(student, trainset=SPLITS.train)
+    before = score(prompted)
+    tuned = BootstrapFinetune(IRIS.metric, tmp_path, LoraConfig(epochs=2)).compile(prompted, trainset=SPLITS.train)
+    lm = tuned.bound_lm()
+    assert lm.adapter_path and lm.adapter_path.startswith(str(tmp_path))
+    trained_on = lm._trained_on
+    assert trained_on and all(c[-1]["role"] == "assistant" and "Species:" in c[-1]["content"] for c in trained_on)
+    # only passing traces: every answer matches its example's label
+    assert all("versicolor" not in c[-1]["content"] for c in trained_on)
+    assert score(tuned) > before
+    assert prompted.bound_lm().adapter_path is None
+
+
+def test_finetune_without_any_passing_trace_fails_loudly(tmp_path):
+    program = IRIS.program()
+    program.set_lm(ScriptedLM(lambda m, t: "no idea"))
+    with pytest.raises(NoTrainingData, match="none of the 15 training traces passed"):
+        BootstrapFinetune(IRIS.metric, tmp_path).compile(program, trainset=SPLITS.train)
+
+
+def test_better_together_chains_steps_and_keeps_every_prefix(student, tmp_path):
+    optimizer = BetterTogether(IRIS.metric, {
+        "p": BootstrapFewShotWithRandomSearch(IRIS.metric, num_candidates=1),
+        "w": BootstrapFinetune(IRIS.metric, tmp_path)}, strategy="p -> w -> p")
+    best = optimizer.compile(student, trainset=SPLITS.train)
+    prefixes = [c.strategy for c in optimizer.candidate_programs]
+    assert prefixes == ["vanilla", "p", "p -> w", "p -> w -> p"]
+    scores = [c.score for c in optimizer.candidate_programs]
+    assert scores[0] == 0.0 and scores[2] > scores[1]  # w after p learns versicolor
+    assert best.bound_lm().adapter_path is not None
+    assert scores[3] == 1.0  # the tuned model needs no demos: zero-shot wins the last p (first of equals)
+
+
+@pytest.mark.parametrize("text, steps", [("vanilla", []), ("p", ["p"]), ("w->p", ["w", "p"]),
+                                         (" p -> w -> p ", ["p", "w", "p"]), ("p -> p -> w -> w", ["p", "p", "w", "w"])])
+def test_strategy_strings(text, steps):
+    assert parse_strategy(text) == steps
+
+
+@pytest.mark.parametrize("text, message", [("", "empty strategy"), ("p -> x", "unknown strategy step 'x'"),
+                                           ("p ->", "unknown strategy step ''")])
+def test_bad_strategies_name_the_valid_steps(text, message):
+    with pytest.raises(ValueError, match=message) as info:
+        parse_strategy(text)
+    assert "p, w" in str(info.value)
+
+
+def test_optimizers_are_pluggable_by_name(student):
+    optimizer = BetterTogether(IRIS.metric, {"p": LabeledFewShot(k=2), "q": LabeledFewShot(k=1)}, strategy="q -> p")
+    optimizer.compile(student, trainset=SPLITS.train, valset=SPLITS.val)
+    steps = optimizer.candidate_programs
+    assert [c.strategy for c in steps] == ["vanilla", "q", "q -> p"]
+    assert [len(c.program.classify.demos) for c in steps] == [0, 1, 2]
+    with pytest.raises(ValueError, match="valid: p, q"):
+        BetterTogether(IRIS.metric, {"p": LabeledFewShot(), "q": LabeledFewShot()}, strategy="w")

@@ -1,0 +1,137 @@
+"""Pure data shaping for the pages: the strategy grid, example filters, program text, estimates.
+
+No Streamlit here, so every rule (what a delta is, which examples "disagree") is testable
+on plain DataFrames.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from bt_core.adapter import format_fields
+from bt_core.signatures import Signature
+from bt_core.strategy import parse_strategy
+from bt_core.tasks.base import Sizes
+
+STRATEGY_ORDER = ("vanilla", "p", "w", "p -> w", "w -> p", "p -> w -> p")
+BASELINES = ("vanilla", "p", "w")
+BEST_STYLE = "background-color: rgba(33, 195, 84, 0.18); font-weight: 600"
+
+
+def strategy_order(strategies: Iterable[str]) -> list[str]:
+    """The paper's strategies in its order, then any other chain by length."""
+    present = set(strategies)
+    others = sorted(present - set(STRATEGY_ORDER), key=lambda s: (len(parse_strategy(s)), s))
+    return [s for s in STRATEGY_ORDER if s in present] + others
+
+
+def strategy_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs' test scores in % per task x model x strategy: mean, std, seeds, deltas."""
+    done = runs[(runs["status"] == "done") & runs["test_score"].notna()]
+    summary = (done.assign(score=100 * done["test_score"].astype(float))
+               .groupby(["task", "model", "strategy"])["score"]
+               .agg(mean="mean", std="std", seeds="count").reset_index())
+    summary["std"] = summary["std"].fillna(0.0)
+    means = summary.set_index(["task", "model", "strategy"])["mean"]
+    for base in BASELINES:
+        reference = [means.get((t, m, base), np.nan) for t, m in zip(summary["task"], summary["model"])]
+        summary[f"Δ {base}"] = np.where(summary["strategy"] == base, np.nan, summary["mean"] - reference)
+    rank = {s: i for i, s in enumerate(strategy_order(summary["strategy"]))}
+    return summary.sort_values(["task", "model", "strategy"], key=lambda c: c.map(rank) if c.name == "strategy"
+                               else c).reset_index(drop=True)
+
+
+def strategy_grid(summary: pd.DataFrame) -> Styler:
+    """Table 1's shape: a row per task x model, a "mean ± std" column per strategy, best in bold."""
+    order = strategy_order(summary["strategy"])
+    cells = summary.assign(cell=[f"{m:.1f} ± {s:.1f}" if n > 1 else f"{m:.1f}"
+                                 for m, s, n in zip(summary["mean"], summary["std"], summary["seeds"])])
+    grid = cells.pivot(index=["task", "model"], columns="strategy", values="cell")[order].fillna("—")
+    grid.columns.name = None
+    means = summary.pivot(index=["task", "model"], columns="strategy", values="mean")[order]
+    best = means.eq(means.max(axis=1), axis=0).to_numpy()
+    grid, mask = grid.reset_index(), np.hstack([np.zeros((len(grid), 2), bool), best])
+    return grid.style.apply(lambda _: np.where(mask, BEST_STYLE, ""), axis=None)
+
+
+def example_matrix(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per example index, one score column per view; NaN where a view lacks the example."""
+    return pd.DataFrame({title: frame.set_index("example_index")["score"]
+                         for title, frame in scores.items()}).sort_index()
+
+
+def filter_examples(matrix: pd.DataFrame, failures: bool = False, disagree: bool = False,
+                    matching: set[int] | None = None) -> pd.DataFrame:
+    """Failures: some view scored below 1. Disagree: the views' scores differ."""
+    keep = pd.Series(True, index=matrix.index)
+    if failures:
+        keep &= (matrix < 1).any(axis=1)
+    if disagree:
+        keep &= matrix.nunique(axis=1, dropna=False) > 1
+    if matching is not None:
+        keep &= matrix.index.isin(list(matching))
+    return matrix[keep]
+
+
+def program_text(state: dict[str, Any]) -> str:
+    """A program's prompts as text, a block per module (instructions, then demos as the LM sees them)."""
+    blocks = []
+    for module, predictor in state.items():
+        signature = Signature.from_dict(predictor["signature"])
+        lines = [f"[{module}]", f"instructions: {signature.instructions}"]
+        for number, demo in enumerate(predictor["demos"], 1):
+            fields = format_fields((*signature.inputs, *signature.outputs), demo)
+            lines += [f"demo {number}:", *(f"  {line}" for line in fields.splitlines())]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def program_diff(before: str, after: str, before_name: str, after_name: str) -> str:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), before_name, after_name, lineterm="")
+    return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0, 1, 2' or '0-2' -> [0, 1, 2]."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        if match is None:
+            raise ValueError(f"bad seed {part!r}: use numbers like '0, 1, 2' or a range like '0-2'")
+        low, high, single = match.groups()
+        seeds += [int(single)] if single else list(range(int(low), int(high) + 1))
+    if not seeds:
+        raise ValueError("give at least one seed, like '0' or '0, 1, 2'")
+    return sorted(set(seeds))
+
+
+def lm_calls(sizes: Sizes, strategy: str, num_candidates: int, modules: int) -> int:
+    """Roughly how many LM calls one run makes before caching: the estimate's unit of work.
+
+    Every step scores val and test; p bootstraps each non-fixed candidate on its train
+    subsample and scores every candidate on its val subsample; w runs the train set once.
+    """
+    p_train, p_val = sizes.p_train or sizes.train, sizes.p_val or sizes.val
+    calls = sizes.val + sizes.test
+    for step in parse_strategy(strategy):
+        calls += sizes.val + sizes.test
+        calls += (1 + num_candidates) * p_train + (3 + num_candidates) * p_val if step == "p" else sizes.train
+    return calls * modules
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or pd.isna(seconds):
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def percent(score: float | None) -> str:
+    return "—" if score is None or pd.isna(score) else f"{100 * score:.1f}"
