@@ -13,7 +13,6 @@ import os
 import time
 
 import streamlit as st
-
 from sqlalchemy.engine import make_url
 
 from bt_core.worker import start_worker_process, worker_alive
@@ -22,6 +21,9 @@ from db.session import DatabaseError, database_url
 from ui.common import PAGES, STATUS_ICONS, Sessions, sessions
 
 WORKER_START_GRACE_S = 30  # a started worker needs this long to load and heartbeat
+WORKER_BADGES = {"alive": ("Worker running", ":material/check_circle:", "green"),
+                 "starting": ("Worker starting", ":material/hourglass_top:", "orange"),
+                 "none": ("No worker", ":material/error:", "red")}
 
 st.set_page_config(page_title="BetterTogether Studio", page_icon=":material/handshake:", layout="wide")
 
@@ -32,23 +34,30 @@ def _worker_starts() -> dict[str, float]:
     return {}
 
 
+def worker_state(db: Sessions, url: str) -> str:
+    """"alive", "starting" or "none"; starts a worker when none is alive and none started lately."""
+    if worker_alive(db):
+        return "alive"
+    starts = _worker_starts()
+    if time.time() - starts.get(url, 0.0) < WORKER_START_GRACE_S:
+        return "starting"
+    if os.environ.get("BT_AUTOSTART_WORKER", "1") == "0":
+        return "none"
+    start_worker_process(url)
+    starts[url] = time.time()
+    return "starting"
+
+
 @st.fragment(run_every=5)
 def worker_status(db: Sessions, url: str) -> None:
-    alive = worker_alive(db)
-    starts = _worker_starts()
-    if not alive and os.environ.get("BT_AUTOSTART_WORKER", "1") != "0" \
-            and time.time() - starts.get(url, 0.0) > WORKER_START_GRACE_S:
-        start_worker_process(url)
-        starts[url] = time.time()
-    if alive:
-        st.badge("Worker running", icon=":material/check_circle:", color="green")
-    elif time.time() - starts.get(url, 0.0) <= WORKER_START_GRACE_S:
-        st.badge("Worker starting", icon=":material/hourglass_top:", color="orange")
-    else:
-        st.badge("No worker", icon=":material/error:", color="red",
-                 help="Queued runs wait until one runs: python -m bt_core worker --db URL")
+    state = worker_state(db, url)
+    label, icon, color = WORKER_BADGES[state]
+    st.badge(label, icon=icon, color=color)
+    if state == "none":
+        st.caption("Queued runs wait for `python -m bt_core worker`.")
     counts = queries.status_counts(db)
-    st.caption(" · ".join(f"{STATUS_ICONS[s]} {counts.get(s, 0)} {s}" for s in ("queued", "running", "done", "failed")))
+    st.caption(" · ".join(f"{STATUS_ICONS[s]} {counts.get(s, 0)} {s}" for s in ("queued", "running", "done",
+                                                                                 "failed")))
 
 
 page = st.navigation([st.Page(script, title=title, icon=icon, url_path=path)

@@ -158,18 +158,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="write the databases here and keep them")
     args = parser.parse_args()
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="bt-ui-bench-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    urls = {"small": f"sqlite:///{folder / 'small.sqlite'}", "big": f"sqlite:///{folder / 'big.sqlite'}"}
-    for name, runs, traces in (("small", 1, args.traces // args.runs), ("big", args.runs, args.traces)):
-        start = time.perf_counter()
-        fill(urls[name], runs, traces)
-        print(f"filled {name}: {runs} runs in {time.perf_counter() - start:.1f} s", flush=True)
-    print(f"{'page':<20}{'1 run (s)':>12}{f'{args.runs} runs (s)':>14}{'ratio':>8}  goal: < 1 s and < 3x")
-    for page in PAGES:
-        small, big = (render_seconds(urls[n], page, args.repeat) for n in ("small", "big"))
-        verdict = "ok" if big < 1 and big < 3 * small else "SLOW"
-        print(f"{page:<20}{small:>12.3f}{big:>14.3f}{big / small:>7.1f}x  {verdict}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bt-ui-bench-") as scratch:
+        folder = args.keep or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        urls = {"small": f"sqlite:///{folder / 'small.sqlite'}", "big": f"sqlite:///{folder / 'big.sqlite'}"}
+        for name, runs, traces in (("small", 1, args.traces // args.runs), ("big", args.runs, args.traces)):
+            start = time.perf_counter()
+            fill(urls[name], runs, traces)
+            print(f"filled {name}: {runs} runs in {time.perf_counter() - start:.1f} s", flush=True)
+        print(f"{'page':<20}{'1 run (s)':>12}{f'{args.runs} runs (s)':>14}{'ratio':>8}  goal: < 1 s and < 3x")
+        for page in PAGES:
+            small, big = (render_seconds(urls[n], page, args.repeat) for n in ("small", "big"))
+            verdict = "ok" if big < 1 and big < 3 * small else "SLOW"
+            print(f"{page:<20}{small:>12.3f}{big:>14.3f}{big / small:>7.1f}x  {verdict}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from bt_core.worker import serve
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: deregister, hand back the run
     serve(_sessions(args), once=args.once)
     return 0
 

@@ -53,7 +53,11 @@ def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float 
                 time.sleep(poll_s)
                 continue
             current[0] = run_id
-            run_to_end(sessions, run_id)
+            try:
+                run_to_end(sessions, run_id)
+            except BaseException:  # stopped (SIGTERM, Ctrl-C): hand the run back at once
+                _requeue(sessions, run_id, "re-queued: its worker was stopped")
+                raise
             current[0] = None
     finally:
         stop.set()
@@ -80,6 +84,12 @@ def requeue_stale(sessions: sessionmaker[Session]) -> int:
                                          message="re-queued: its worker stopped responding"))
         session.execute(delete(Worker).where(Worker.heartbeat_at < cutoff))
         return result.rowcount
+
+
+def _requeue(sessions: sessionmaker[Session], run_id: int, message: str) -> None:
+    with sessions.begin() as session:
+        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running)
+                        .values(status=RunStatus.queued, worker=None, message=message))
 
 
 def _heartbeat(sessions: sessionmaker[Session], me: str, current: list[int | None],

@@ -7,7 +7,7 @@ import streamlit as st
 from db import queries
 from ui.charts import score_bars, step_curves
 from ui.common import pick_experiment, run_label, sessions
-from ui.tables import BASELINES, strategy_grid, strategy_summary
+from ui.tables import BASELINES, strategy_grid, strategy_summary, with_vanilla_baseline
 
 db = sessions()
 st.title("Compare strategies")
@@ -20,7 +20,8 @@ else:
     picked = st.multiselect("Runs", list(labels), format_func=labels.__getitem__, placeholder="Pick finished runs")
     runs = queries.compare_runs(db, run_ids=picked)
 
-summary = strategy_summary(runs)
+steps = queries.step_scores(db, runs.loc[runs["status"] == "done", "id"].tolist())
+summary = strategy_summary(with_vanilla_baseline(runs, steps))
 unfinished = int((runs["status"] != "done").sum())
 if unfinished:
     st.caption(f"{unfinished} of {len(runs)} runs are not finished and are left out until they are.")
@@ -29,12 +30,14 @@ if summary.empty:
     st.stop()
 
 st.subheader("Test score (%), mean ± std over seeds")
-st.caption("The best strategy of each row is highlighted; the table below gives each cell's number of seeds.")
+st.caption("The best strategy of each row is highlighted; the table below gives each cell's number of seeds. "
+           "Without vanilla runs, vanilla is the runs' step 0 (the unoptimized program on the same test split).")
 st.dataframe(strategy_grid(summary), hide_index=True)
 
 st.subheader("Deltas against vanilla, p and w (points)")
 deltas = [f"Δ {b}" for b in BASELINES if summary[f"Δ {b}"].notna().any()]
-st.dataframe(summary, hide_index=True, column_order=["task", "model", "strategy", "mean", "std", "seeds", *deltas],
+st.dataframe(summary, hide_index=True, placeholder="—",
+             column_order=["task", "model", "strategy", "mean", "std", "seeds", *deltas],
              column_config={"mean": st.column_config.NumberColumn("test %", format="%.1f"),
                             "std": st.column_config.NumberColumn(format="%.1f"),
                             **{d: st.column_config.NumberColumn(format="%+.1f") for d in deltas}})
@@ -43,4 +46,4 @@ st.download_button("Download CSV", summary.to_csv(index=False), "bettertogether-
 
 bars, curves = st.columns(2)
 bars.plotly_chart(score_bars(summary))
-curves.plotly_chart(step_curves(queries.step_scores(db, runs.loc[runs["status"] == "done", "id"].tolist())))
+curves.plotly_chart(step_curves(steps, summary["strategy"]))

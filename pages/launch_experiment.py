@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import streamlit as st
 
 from bt_core.config import BUDGETS, resolve_config
@@ -11,15 +13,26 @@ from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task, task_names
 from db import queries
 from ui.common import PAGES, sessions
+from ui.settings import advanced_settings
 from ui.tables import STRATEGY_ORDER, duration, lm_calls, parse_seeds
 
 CPU_SECONDS_PER_CALL = 0.5  # the embedded model on a 2-core CPU, until this machine has history
+errors: list[str] = []
+
+
+def check(validate: Callable[[str], Any], value: str) -> Any:
+    """validate(value), or None with its message kept for display beside the launch button."""
+    try:
+        return validate(value)
+    except ValueError as exc:
+        errors.append(str(exc))
+        return None
+
 
 db = sessions()
 st.title("Launch an experiment")
 st.caption("Every combination of the choices below becomes one queued run; the worker runs them in order.")
 form, summary = st.columns([3, 2], gap="large")
-errors: list[str] = []
 with form:
     tasks = task_names()
     task = st.selectbox("Task", tasks, index=tasks.index("iris") if "iris" in tasks else 0,  # the quickest on CPU
@@ -27,46 +40,21 @@ with form:
     models = st.multiselect("Models", [EMBEDDED, *REGISTRY], default=[EMBEDDED], accept_new_options=True,
                             help="The embedded default, a paper model in your Hugging Face cache, or type any "
                                  "HF id (org/name), local model folder or .gguf file.")
-    valid = []
-    for model in models:
-        try:
-            valid.append(resolve_model(model).name)
-        except ValueError as exc:
-            errors.append(str(exc))
+    valid = [model for model in models if check(resolve_model, model)]
     strategies = st.multiselect("Strategies", STRATEGY_ORDER, default=["p", "w", "p -> w -> p"])
     custom = st.text_input("Custom chain", placeholder="e.g. w -> p -> w", help="Any chain of p and w joined by ->.")
-    if custom.strip():
-        try:
-            parse_strategy(custom)
-            strategies = [*strategies, custom.strip()]
-        except ValueError as exc:
-            errors.append(str(exc))
-    seeds_text = st.text_input("Seeds", "0", help="Comma-separated, or a range like 0-2.")
-    try:
-        seeds = parse_seeds(seeds_text)
-    except ValueError as exc:
-        errors.append(str(exc))
-        seeds = []
+    if custom.strip() and check(parse_strategy, custom) is not None:
+        strategies = [*strategies, custom.strip()]
+    seeds = check(parse_seeds, st.text_input("Seeds", "0", help="Comma-separated, or a range like 0-2.")) or []
     budget = st.segmented_control("Budget", BUDGETS, default="smoke", required=True)
     sizes = get_task(task).sizes[budget]
     defaults = resolve_config(task, valid[0], "vanilla", 0, budget) if valid else None
-    overrides = {}
+    overrides: dict[str, Any] = {}
     with st.expander("Advanced settings", icon=":material/tune:"):
         if defaults is None:
             st.caption("Pick a valid model to edit the settings.")
         else:
-            left, right = st.columns(2)
-            chosen = {"num_candidates": left.number_input("Random-search candidates", 0, 50, defaults.num_candidates),
-                      "max_bootstrapped_demos": left.number_input("Max bootstrapped demos per module", 0, 16,
-                                                                  defaults.max_bootstrapped_demos),
-                      "max_labeled_demos": left.number_input("Max demos per module", 0, 16, defaults.max_labeled_demos)}
-            lora = {"rank": right.number_input("LoRA rank", 1, 256, defaults.lora["rank"]),
-                    "learning_rate": right.number_input("LoRA learning rate", 1e-7, 1e-1,
-                                                        float(defaults.lora["learning_rate"]), 1e-5, "%.1e"),
-                    "epochs": right.number_input("LoRA epochs", 1, 50, defaults.lora["epochs"])}
-            overrides = {k: v for k, v in chosen.items() if v != getattr(defaults, k)}
-            if any(v != defaults.lora[k] for k, v in lora.items()):
-                overrides["lora"] = lora
+            overrides = advanced_settings(defaults)
     name = st.text_input("Experiment name", f"{task} · {', '.join(models)} · {budget}")
 
 runs = len(models) * len(strategies) * len(seeds)
@@ -74,7 +62,7 @@ with summary, st.container(border=True):
     st.subheader("Summary")
     st.metric("Runs to queue", runs)
     st.caption(f"**{budget}** sizes for {task}: train {sizes.train} · val {sizes.val} · test {sizes.test}"
-               + (f" (prompt optimization samples {sizes.p_train} train / {sizes.p_val} val)" if sizes.p_train else ""))
+               + (f" (p samples {sizes.p_train} train / {sizes.p_val} val)" if sizes.p_train else ""))
     if defaults is not None and runs:
         per_call = queries.seconds_per_call(db, models[0]) or CPU_SECONDS_PER_CALL
         modules = len(get_task(task).program().predictors())
@@ -85,8 +73,8 @@ with summary, st.container(border=True):
                        "past runs when there are any); LoRA training and cache hits are not counted.")
     for error in errors:
         st.error(error)
-    if st.button("Queue experiment", type="primary", icon=":material/rocket_launch:", disabled=bool(errors) or not runs,
-                 width="stretch"):
+    if st.button("Queue experiment", type="primary", icon=":material/rocket_launch:",
+                 disabled=bool(errors) or not runs, width="stretch"):
         try:
             experiment = launch_experiment(db, name, [task], models, strategies, seeds, budget, overrides)
         except ValueError as exc:

@@ -16,22 +16,22 @@ run_id = pick_run(queries.runs_page(db, limit=500))
 if run_id is None:
     st.stop()
 programs = queries.programs(db, run_id, with_state=True)
-show_teachers = st.toggle("Show teacher programs", help="The programs that produced bootstrapping and fine-tuning traces.")
-if not show_teachers:
+if not st.toggle("Show teacher programs", help="The programs whose traces became demos or fine-tuning data."):
     programs = programs[programs["role"] != "teacher"]
 if programs.empty:
     st.info("No program stored for this run yet.")
     st.stop()
 
-name = lambda row: (f"{'★ ' if row['chosen'] else ''}step {row['step_index']} ({row['step_label']}) · "
-                    f"{row['label']} · val {percent(row['val_score'])}")
+name = lambda row, step=True: (f"{'★ ' if row['chosen'] else ''}"
+                               + (f"step {row['step_index']} ({row['step_label']}) · " if step else "")
+                               + f"{row['label']} · {row['role']} · val {percent(row['val_score'])}")
 named = {row["id"]: row for row in programs.to_dict("records")}
 browse_tab, diff_tab = st.tabs(["Candidates", "Diff two programs"])
 with browse_tab:
     for (index, label), group in programs.groupby(["step_index", "step_label"], sort=True):
         st.subheader(f"Step {index} · {label}")
         for row in group.to_dict("records"):
-            with st.expander(name(row), expanded=bool(row["chosen"]) and row["role"] != "teacher"):
+            with st.expander(name(row, step=False), expanded=bool(row["chosen"]) and row["role"] != "teacher"):
                 for module, predictor in row["state"].items():
                     st.markdown(f"**Module `{module}`** · {len(predictor['demos'])} demos")
                     st.caption("INSTRUCTIONS")
@@ -40,10 +40,12 @@ with browse_tab:
                         st.dataframe(pd.DataFrame(predictor["demos"]).astype(str), hide_index=True)
 with diff_tab:
     ids = list(named)
-    chosen = [ids.index(i) for i in ids if named[i]["chosen"]] or [0, len(ids) - 1]  # default: what the last step changed
+    chosen = [0] + [ids.index(i) for i in ids if named[i]["chosen"]]  # default: what the last step changed
     left, right = st.columns(2)
-    before = left.selectbox("From", ids, index=chosen[-2] if len(chosen) > 1 else 0, format_func=lambda i: name(named[i]))
-    after = right.selectbox("To", ids, index=chosen[-1], format_func=lambda i: name(named[i]))
+    before = left.selectbox("From", ids, index=chosen[-2] if len(chosen) > 2 else 0,
+                            format_func=lambda i: name(named[i]))
+    after = right.selectbox("To", ids, index=chosen[-1] if len(chosen) > 1 else len(ids) - 1,
+                            format_func=lambda i: name(named[i]))
     diff = program_diff(program_text(named[before]["state"]), program_text(named[after]["state"]),
                         f"program {before}", f"program {after}")
     if diff:

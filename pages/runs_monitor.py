@@ -30,9 +30,10 @@ def runs_table() -> None:
     runs = queries.runs_page(db, experiment, statuses, PAGE_SIZE, (min(page, pages) - 1) * PAGE_SIZE)
     table = runs.assign(elapsed=runs["elapsed_s"].map(duration), val=runs["val_score"].map(percent),
                         test=runs["test_score"].map(percent),
-                        message=runs["message"].where(runs["status"].isin(["queued", "running"]), ""))
+                        current_step=runs["current_step"].fillna(""),
+                        message=runs["message"].where(runs["status"].isin(["queued", "running"])).fillna(""))
     event = st.dataframe(
-        table, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
+        table, hide_index=True, placeholder="—", on_select="rerun", selection_mode="single-row", key="runs_table",
         column_order=["id", "status", "progress", "current_step", "strategy", "task", "model", "seed", "budget",
                       "val", "test", "elapsed", "message"],
         column_config={"id": st.column_config.NumberColumn("run", format="#%d", width="small"),

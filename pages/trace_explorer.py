@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from db import queries
-from ui.common import SPLITS, current_run, pick_run, run_label, sessions, show_example_under
+from ui.common import SPLITS, sessions
 from ui.tables import example_matrix, filter_examples
+from ui.traces import pick_run_views, pick_step_views, show_example_under
 
 MARKS = {1.0: "✓", 0.0: "✗"}
 
@@ -18,18 +19,7 @@ mode_cell, split_cell = st.columns([1, 2])
 mode = mode_cell.segmented_control("Side by side", ["Runs", "Steps of one run"], default="Runs", required=True)
 split = split_cell.segmented_control("Split", SPLITS, default="test", required=True)
 runs = queries.runs_page(db, statuses=["done", "running", "failed", "cancelled"], limit=500)
-if mode == "Runs":
-    labels = {row["id"]: run_label(row) for row in runs.to_dict("records")}
-    wanted = current_run()
-    picked = st.multiselect("Runs", list(labels), default=[wanted if wanted in labels else next(iter(labels))]
-                            if labels else [], format_func=labels.__getitem__, max_selections=4)
-    finals = {run_id: queries.evaluated_steps(db, run_id, split) for run_id in picked}
-    views = {f"#{r} {runs.set_index('id').at[r, 'strategy']}": steps[-1] for r, steps in finals.items() if steps}
-else:
-    steps = {s["step_id"]: s for s in queries.evaluated_steps(db, pick_run(runs), split)} if len(runs) else {}
-    step_label = lambda step_id: f"step {steps[step_id]['index']} · {steps[step_id]['label']}"
-    default = list(dict.fromkeys([next(iter(steps)), next(reversed(steps))])) if steps else []
-    views = {step_label(s): steps[s] for s in st.multiselect("Steps", list(steps), default, format_func=step_label)}
+views = (pick_run_views if mode == "Runs" else pick_step_views)(db, runs, split)
 if not views:
     st.info(f"Nothing scored on the {split} split for this choice yet.")
     st.stop()
@@ -37,7 +27,8 @@ if not views:
 matrix = example_matrix({title: queries.example_scores(db, v["program_id"], split) for title, v in views.items()})
 failures_cell, disagree_cell, search_cell = st.columns([1, 1, 2], vertical_alignment="bottom")
 failures = failures_cell.toggle("Only failures")
-disagree = disagree_cell.toggle("Only disagreements", disabled=len(views) < 2, help="Examples the views score differently.")
+disagree = disagree_cell.toggle("Only disagreements", disabled=len(views) < 2,
+                                help="Examples the columns score differently.")
 search = search_cell.text_input("Search inputs and outputs", placeholder="e.g. virginica")
 program_ids = [v["program_id"] for v in views.values()]
 matching = queries.search_examples(db, program_ids, split, search.strip()) if search.strip() else None
@@ -49,8 +40,8 @@ if shown.empty:
     st.stop()
 
 mark = lambda score: "·" if pd.isna(score) else MARKS.get(float(score), f"{score:.2f}")
-index = st.selectbox("Example", shown.index.tolist(),
-                     format_func=lambda i: f"example {i}  —  " + "   ".join(f"{mark(s)} {t}" for t, s in shown.loc[i].items()))
+index = st.selectbox("Example", shown.index.tolist(), format_func=lambda i: f"example {i}  —  " + "   ".join(
+    f"{mark(score)} {title}" for title, score in shown.loc[i].items()))
 example = queries.example_result(db, program_ids[0], split, index)
 st.caption("INPUTS AND GOLD LABELS")
 st.dataframe(pd.DataFrame([example["example"] if example else {}]).astype(str), hide_index=True)

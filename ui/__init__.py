@@ -1,5 +1,6 @@
 """Dashboard helpers shared by the pages (kept out of pages/ so Streamlit never lists them as pages).
 
-`common` holds Streamlit widgets and renderers, `tables` and `charts` are pure pandas and
-plotly shaping, `run_detail` is the Runs page's detail panel.
+`common` holds the database handle, pickers and text renderers; `tables` and `charts` are pure
+pandas and plotly shaping; `run_detail`, `traces` and `settings` are the bigger pieces of the
+Runs, Traces and Launch pages.
 """

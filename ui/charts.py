@@ -15,6 +15,13 @@ import plotly.graph_objects as go
 from ui.tables import strategy_order
 
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2), height=360)
+PALETTE = px.colors.qualitative.Safe
+
+
+def strategy_colors(strategies: pd.Series) -> dict[str, Any]:
+    """Fixed colors per strategy, so a strategy looks the same in every chart of a page."""
+    return {"color_discrete_map": {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(strategy_order(strategies))},
+            "category_orders": {"strategy": strategy_order(strategies)}}
 
 
 def step_timeline(steps: pd.DataFrame) -> go.Figure:
@@ -35,7 +42,8 @@ def loss_curves(trainings: list[dict[str, Any]]) -> go.Figure:
         points = job["losses"] or []
         figure.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                            name=f"step {job['step_index']} ({job['step_label']})")
-    figure.update_layout(title="LoRA training loss", xaxis_title="optimizer step", yaxis_title="loss", **LAYOUT)
+    figure.update_layout(title="LoRA training loss", xaxis=dict(title="optimizer step", tickformat="d"),
+                         yaxis_title="loss", **LAYOUT)
     return figure
 
 
@@ -43,21 +51,24 @@ def score_bars(summary: pd.DataFrame) -> go.Figure:
     """Mean test score per strategy, grouped by task x model, with the seeds' std as error bars."""
     data = summary.assign(setting=summary["task"] + " · " + summary["model"])
     figure = px.bar(data, x="setting", y="mean", color="strategy", error_y="std", barmode="group",
-                    category_orders={"strategy": strategy_order(data["strategy"])},
-                    labels={"mean": "test score (%)", "setting": ""}, title="Test score by strategy")
+                    labels={"mean": "test score (%)", "setting": ""}, title="Test score by strategy",
+                    **strategy_colors(summary["strategy"]))
     figure.update_layout(yaxis_range=[0, 105], **LAYOUT)
     return figure
 
 
-def step_curves(scores: pd.DataFrame) -> go.Figure:
-    """Mean test score after each step prefix, a line per strategy (a panel per task x model)."""
+def step_curves(scores: pd.DataFrame, strategies: pd.Series) -> go.Figure:
+    """Mean test score after each step prefix, a line per strategy (a panel per task x model);
+    `strategies` are all the page shows, so colors match its other charts."""
     data = (scores.assign(setting=scores["task"] + " · " + scores["model"],
                           score=100 * scores["test_score"].astype(float))
             .groupby(["setting", "strategy", "index", "label"], as_index=False)["score"].mean())
     labels = data.sort_values(["index", "label"])["label"].drop_duplicates().tolist()
+    colors = strategy_colors(strategies)
     figure = px.line(data, x="label", y="score", color="strategy", markers=True,
                      facet_col="setting" if data["setting"].nunique() > 1 else None,
-                     category_orders={"label": labels, "strategy": strategy_order(data["strategy"])},
+                     color_discrete_map=colors["color_discrete_map"],
+                     category_orders={"label": labels, **colors["category_orders"]},
                      labels={"label": "after step", "score": "test score (%)"}, title="Test score along the chain")
     figure.update_layout(yaxis_range=[0, 105], **LAYOUT)
     return figure

@@ -76,8 +76,8 @@ def pick_experiment(db: Sessions, allow_all: bool = False) -> int | None:
     return st.selectbox("Experiment", list(options), format_func=options.__getitem__)
 
 
-def show_text(text: Any, height: int | None = None) -> None:
-    st.code(str(text), language=None, wrap_lines=True, height=height if height else "content")
+def show_text(text: Any) -> None:
+    st.code(str(text), language=None, wrap_lines=True)
 
 
 def show_fields(values: Mapping[str, Any] | None) -> None:
@@ -90,40 +90,3 @@ def show_messages(messages: list[dict[str, str]]) -> None:
     for message in messages:
         st.caption(message["role"].upper())
         show_text(message["content"])
-
-
-def score_badge(score: float | None, error: str | None = None) -> None:
-    if score is None:
-        st.badge("not scored", color="gray")
-    elif score >= 1:
-        st.badge(f"correct · {score:g}", icon=":material/check:", color="green")
-    else:
-        st.badge(f"wrong · {score:g}", icon=":material/close:", color="red")
-    if error:
-        st.caption("error")
-        show_text(error)
-
-
-def show_example_under(db: Sessions, title: str, view: Mapping[str, Any], split: str, index: int) -> None:
-    """One example under one program: its score and prediction, then every LM call in order."""
-    st.subheader(title)
-    st.caption(f"step {view['index']} ({view['label']}) · program: {view['program_label']}")
-    result = queries.example_result(db, view["program_id"], split, index)
-    if result is None:
-        st.info("This example was not scored here.")
-        return
-    score_badge(result["score"], result["error"])
-    show_fields(result["prediction"])
-    for call in queries.traces(db, view["program_id"], split, index):
-        st.markdown(f"**{call['position'] + 1}. `{call['module']}`**")
-        st.caption(f"{call['prompt_tokens']} prompt + {call['completion_tokens']} completion tokens · "
-                   f"{call['latency_ms']:.0f} ms" + (" · cache hit" if call["cache_hit"] else ""))
-        with st.expander(f"Prompt: {len(call['messages'])} messages"):
-            show_messages(call["messages"])
-        st.caption("COMPLETION")
-        show_text(call["completion"])
-        if call["parse_error"]:
-            st.warning("The completion did not parse:", icon=":material/error:")
-            show_text(call["parse_error"])
-        else:
-            show_fields(call["parsed"])

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from bt_core.experiments import delete_run, request_cancel, retry_run
@@ -65,8 +66,8 @@ def _header(db: Sessions, info: dict[str, Any]) -> None:
     cells[3].metric("Test", percent(info["test_score"]))
     cells[4].metric("Elapsed", duration(info["elapsed_s"]) or "—")
     if info["status"] in ACTIVE:
-        st.progress(float(info["progress"]), text=f"{info['current_step'] or 'waiting for a worker'} — "
-                                                   f"{info['message'] or ''}")
+        st.progress(float(info["progress"]), text=" — ".join(
+            filter(None, [info["current_step"] or "waiting for a worker", info["message"]])))
     if info["status"] == "failed":
         st.error("The run failed; its finished steps are kept and **Retry** resumes after them.")
         show_text(info["error"] or "no error recorded")
@@ -101,8 +102,10 @@ def _steps(db: Sessions, run_id: int) -> None:
     st.plotly_chart(step_timeline(steps), key=f"timeline-{run_id}")
     table = steps.assign(val=steps["val_score"].map(percent), test=steps["test_score"].map(percent),
                          took=steps["seconds"].map(duration))
-    st.dataframe(table, hide_index=True, column_order=["index", "label", "kind", "status", "val", "test", "took",
-                                                       "adapter_path", "error"])
+    st.dataframe(table, hide_index=True, placeholder="—",
+                 column_order=["index", "label", "kind", "status", "val", "test", "took", "adapter_path", "error"],
+                 column_config={"index": "step", "label": "after", "val": "val %", "test": "test %",
+                                "adapter_path": "LoRA adapter"})
 
 
 def _training(db: Sessions, run_id: int) -> None:
@@ -114,7 +117,7 @@ def _training(db: Sessions, run_id: int) -> None:
     for job in jobs:
         st.caption(f"step {job['step_index']} ({job['step_label']}): {job['examples']} SFT conversations, "
                    f"{duration(job['seconds']) or '—'}, adapter {job['adapter_path'] or '—'}")
-        st.json(job["hyperparams"], expanded=False)
+        st.dataframe(pd.DataFrame([job["hyperparams"]]).astype(str), hide_index=True)
 
 
 def _candidates(db: Sessions, run_id: int) -> None:
@@ -125,13 +128,14 @@ def _candidates(db: Sessions, run_id: int) -> None:
         return
     table = candidates.assign(val=candidates["val_score"].map(percent),
                               chosen=candidates["chosen"].map({True: "★", False: ""}))
-    st.dataframe(table, hide_index=True, column_order=["step_index", "step_label", "label", "role", "val", "chosen"])
+    st.dataframe(table, hide_index=True, column_order=["step_index", "step_label", "label", "role", "val", "chosen"],
+                 column_config={"step_index": "step", "step_label": "after", "label": "program", "val": "val %"})
     st.page_link(PAGES["prompts"][0], label="Read the prompts and demos of every candidate",
                  icon=":material/article:", query_params={"run": run_id})
 
 
 def _export(db: Sessions, info: dict[str, Any]) -> None:
-    st.json(info["config"], expanded=False)
+    st.json(info["config"], expanded=1)
     final = queries.final_step(db, info["id"])
     if final is None:
         st.info("Nothing to export until a step finishes.")

@@ -47,6 +47,20 @@ def strategy_summary(runs: pd.DataFrame) -> pd.DataFrame:
                                else c).reset_index(drop=True)
 
 
+def with_vanilla_baseline(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """Add a vanilla row per task x model x seed that has no vanilla run, from the runs' step 0.
+
+    Every run's step 0 scores the unoptimized program on its seed's test split, which is what a
+    vanilla run measures, so a grid of p and w runs still gets its baseline column.
+    """
+    measured = runs.loc[(runs["strategy"] == "vanilla") & (runs["status"] == "done"), ["task", "model", "seed"]]
+    keys = ["task", "model", "seed"]
+    step0 = steps[steps["index"] == 0].drop_duplicates(keys).merge(measured, on=keys, how="left", indicator=True)
+    missing = step0[step0["_merge"] == "left_only"]
+    baseline = missing.assign(strategy="vanilla", status="done")[[*keys, "strategy", "status", "test_score"]]
+    return pd.concat([runs, baseline], ignore_index=True) if len(baseline) else runs
+
+
 def strategy_grid(summary: pd.DataFrame) -> Styler:
     """Table 1's shape: a row per task x model, a "mean ± std" column per strategy, best in bold."""
     order = strategy_order(summary["strategy"])

@@ -35,7 +35,8 @@ class LoraConfig:
 def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages], config: LoraConfig,
                out_dir: Path, on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
     """Train an adapter on a copy of `model` (the caller's model stays untouched) and save it."""
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     if not conversations:
         raise ValueError("no training conversations: no trace passed the metric")

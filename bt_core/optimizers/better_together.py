@@ -47,7 +47,7 @@ class BetterTogether:
         trainset, valset = self._split(trainset, valset)
         program = student.deepcopy()
         self.candidate_programs = [StepCandidate("vanilla", program, self._score(program, valset))]
-        for index, step in enumerate(self.steps):
+        for index in range(len(self.steps)):
             program = self.run_step(index, program, trainset, valset)
             prefix = format_strategy(self.steps[: index + 1])
             self.candidate_programs.append(StepCandidate(prefix, program, self._score(program, valset)))

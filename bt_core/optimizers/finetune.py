@@ -16,10 +16,10 @@ from pathlib import Path
 
 from bt_core import adapter
 from bt_core.evaluate import ExampleResult, Metric
-from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.lm.base import LM, Messages
 from bt_core.lm.lora import LoraConfig
 from bt_core.modules import Example, Module
+from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.recording import recorder
 
 

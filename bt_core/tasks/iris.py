@@ -1,7 +1,8 @@
 """Iris: classify a flower from its four measurements, with chain of thought (the paper's third task).
 
-The data comes from scikit-learn, so the task runs offline. The metric is accuracy on the
-species name; a prediction that names more than one species counts as wrong.
+The data comes from scikit-learn, so the task runs offline. The test split is fixed and
+train/validation follow the run's seed, all stratified by species. The metric is accuracy on
+the species name; a prediction that names more than one species counts as wrong.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bt_core.signatures import Field, Signature
 from bt_core.tasks.base import Sizes, Splits, Task, register, stratified_split
 
 SPECIES = ("setosa", "versicolor", "virginica")
+TEST_SEED = 0  # the test split does not move with the run's seed: strategies and seeds share it
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
 SIGNATURE = Signature(
@@ -46,7 +48,10 @@ class Iris(Task):
         data = load_iris()
         rows = [Example({**dict(zip(FEATURES, map(float, x))), "species": SPECIES[y]}).with_inputs(*FEATURES)
                 for x, y in zip(data.data, data.target)]
-        return Splits(*stratified_split(rows, (train, val, test), seed, label=lambda e: e["species"]))
+        species = lambda e: e["species"]
+        (test_split,) = stratified_split(rows, (test,), TEST_SEED, label=species)
+        rest = [r for r in rows if r not in test_split]
+        return Splits(*stratified_split(rest, (train, val), seed, label=species), test_split)
 
     def program(self) -> Module:
         return IrisProgram()

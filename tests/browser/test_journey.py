@@ -33,6 +33,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 STRATEGIES = ("p", "w", "p -> w -> p")
 RUNS_TIMEOUT_S = 25 * 60
 SCREENSHOTS = (ROOT / "docs" / "screenshots", ROOT / "test-artifacts")
+VIEWPORT = {"width": 1440, "height": 900}
 
 
 def free_port() -> int:
@@ -102,10 +103,15 @@ def studio(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 def shoot(page, name: str) -> None:
+    """The whole page: the app scrolls inside its main block, so grow the window to fit it."""
     page.wait_for_timeout(1500)  # let charts finish drawing
+    height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], height)})
+    page.wait_for_timeout(1000)
     for folder in SCREENSHOTS:
         folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(folder / f"{name}.png"))
+    page.set_viewport_size(VIEWPORT)
 
 
 def table_rows(page, index: int = 0) -> list[dict[str, str]]:
@@ -126,7 +132,7 @@ def test_launch_watch_compare_and_read_traces(studio):
     app_url, db_url = studio
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(60_000)
         page.goto(app_url)
         page.get_by_role("heading", name="Launch an experiment").wait_for()
@@ -155,6 +161,8 @@ def test_launch_watch_compare_and_read_traces(studio):
         page.get_by_text("COMPLETION", exact=True).nth(1).wait_for()
         columns = page.get_by_test_id("stColumn").filter(has=page.get_by_text("COMPLETION", exact=True))
         assert columns.count() == 2
+        page.get_by_text(re.compile(r"^Prompt: \d+ messages$")).first.click()  # show the rendered prompt
+        page.get_by_text("SYSTEM", exact=True).first.wait_for()
         titles = page.get_by_test_id("stHeading").all_inner_texts()
         assert any(t.endswith("p → w → p") or t.endswith("p -> w -> p") for t in titles)
         shoot(page, "traces")

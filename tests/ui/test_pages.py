@@ -19,7 +19,7 @@ from ui.common import PAGES
 
 pytestmark = pytest.mark.ui
 ROOT = Path(__file__).resolve().parents[2]
-STRATEGIES = {"p", "w", "p -> w -> p"}
+STRATEGIES = ("p", "w", "p -> w -> p")  # in the paper's order, as the grid shows them
 
 
 def start(url: str, monkeypatch: pytest.MonkeyPatch, page: str | None = None, run: int | None = None) -> AppTest:
@@ -65,6 +65,12 @@ def test_sidebar_names_the_database_and_the_missing_worker(filled_db, monkeypatc
     assert "3 done" in sidebar
 
 
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_on_an_empty_database(page, tmp_path, monkeypatch):
+    app = start(f"sqlite:///{tmp_path / 'empty.sqlite'}", monkeypatch, page)
+    assert app.title and not app.error
+
+
 def test_bad_database_url_is_an_error_not_a_traceback(monkeypatch):
     app = start("nosuchdriver://nowhere/db", monkeypatch)
     assert app.error and "Cannot open the database" in app.error[0].value
@@ -101,7 +107,7 @@ def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
     runs = runs_of(filled_db)
     app = start(filled_db, monkeypatch, "runs", run=runs["p -> w -> p"])
     table = app.dataframe[0].value
-    assert set(table["strategy"]) == STRATEGIES
+    assert set(table["strategy"]) == set(STRATEGIES)
     assert set(table["status"]) == {"done"}
     text = shown_text(app)
     assert f"Run #{runs['p -> w -> p']} · p -> w -> p" in text
@@ -129,16 +135,23 @@ def test_runs_actions_cancel_retry_delete(db_copy, monkeypatch):
     assert queries.run_info(db, run_id) is None
 
 
-def test_compare_grid_has_the_three_strategies(filled_db, monkeypatch):
+def test_compare_grid_has_the_three_strategies_and_a_vanilla_baseline(filled_db, monkeypatch):
     app = start(filled_db, monkeypatch, "compare")
     grid = app.dataframe[0].value
-    assert STRATEGIES <= set(grid.columns)
+    assert list(grid.columns) == ["task", "model", "vanilla", *STRATEGIES]
     assert list(grid["task"]) == ["iris"]
     deltas = app.dataframe[1].value
-    assert set(deltas["strategy"]) == STRATEGIES
-    assert {"Δ p", "Δ w"} <= set(deltas.columns)
+    assert set(deltas["strategy"]) == {"vanilla", *STRATEGIES}
+    assert {"Δ vanilla", "Δ p", "Δ w"} <= set(deltas.columns)
     assert len(app.get("plotly_chart")) == 2
     assert app.get("download_button")[0].label == "Download CSV"
+
+
+def test_compare_without_runs_says_so(filled_db, monkeypatch):
+    app = start(filled_db, monkeypatch, "compare")
+    app.segmented_control[0].set_value("Chosen runs").run()
+    assert not app.exception
+    assert "No finished run to compare yet." in [i.value for i in app.info]
 
 
 def test_traces_show_one_example_under_two_strategies(filled_db, monkeypatch):
@@ -158,6 +171,17 @@ def test_traces_show_one_example_under_two_strategies(filled_db, monkeypatch):
     completion = queries.traces(db, step["program_id"], "test", example)[0]["completion"]
     assert completion in [c.value for c in app.code]
     assert all(completion not in m.value for m in app.markdown)  # model output is never Markdown
+
+
+def test_traces_compare_two_steps_of_one_run_on_any_split(filled_db, monkeypatch):
+    runs = runs_of(filled_db)
+    app = start(filled_db, monkeypatch, "traces", run=runs["p -> w -> p"])
+    app.segmented_control[0].set_value("Steps of one run").run()
+    assert [s.value for s in app.subheader] == ["step 0 · vanilla", "step 3 · p -> w -> p"]
+    for split in ("val", "train"):
+        app.segmented_control[1].set_value(split).run()
+        assert not app.exception
+        assert app.subheader and f"{split} examples" in shown_text(app)
 
 
 def test_traces_filters_narrow_the_examples(filled_db, monkeypatch):

@@ -9,12 +9,12 @@ import pytest
 
 from bt_core.tasks import get_task
 from ui.tables import (example_matrix, filter_examples, lm_calls, parse_seeds, program_diff, program_text,
-                       strategy_grid, strategy_order, strategy_summary)
+                       strategy_grid, strategy_order, strategy_summary, with_vanilla_baseline)
 
 
 def runs(*rows: tuple[str, int, float | None, str]) -> pd.DataFrame:
-    return pd.DataFrame([{"task": "iris", "model": "m", "strategy": s, "seed": seed, "test_score": score,
-                          "status": status} for s, seed, score, status in rows])
+    return pd.DataFrame([("iris", "m", *row) for row in rows],
+                        columns=["task", "model", "strategy", "seed", "test_score", "status"])
 
 
 def test_summary_means_seeds_and_deltas_against_each_baseline():
@@ -37,6 +37,15 @@ def test_grid_is_one_row_per_setting_with_the_best_cell_highlighted():
     assert grid.at[0, "p"] == "60.0 ± 14.1" and grid.at[0, "w"] == "20.0"
     styles = styler._compute().ctx
     assert styles[(0, 2)] and not styles.get((0, 3))
+
+
+def test_step_zero_stands_in_for_missing_vanilla_runs():
+    measured = runs(("p", 0, 0.6, "done"), ("w", 0, 0.3, "done"), ("p", 1, 0.8, "done"), ("vanilla", 1, 0.2, "done"))
+    steps = pd.DataFrame([{"task": "iris", "model": "m", "seed": seed, "index": index, "test_score": score}
+                          for seed, index, score in ((0, 0, 0.1), (0, 1, 0.6), (1, 0, 0.25))] * 2)
+    vanilla = strategy_summary(with_vanilla_baseline(measured, steps)).set_index("strategy").loc["vanilla"]
+    assert vanilla["seeds"] == 2 and vanilla["mean"] == pytest.approx(15.0)  # seed 0 from step 0, seed 1 measured
+    assert strategy_summary(with_vanilla_baseline(runs(), steps.iloc[:0])).empty
 
 
 def test_custom_chains_sort_after_the_papers_strategies():

@@ -5,7 +5,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from bt_core.evaluate import evaluate
 from bt_core.experiments import launch_experiment, request_cancel, retry_run
 from bt_core.optimizers import BootstrapFewShotWithRandomSearch
 from bt_core.recorder_db import RunRecorder

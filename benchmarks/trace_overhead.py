@@ -1,0 +1,89 @@
+"""What recording every trace costs: the same evaluation with the database recorder and without.
+
+Runs Iris validation with the embedded model (no LM cache, so both runs generate) once with
+the no-op Recorder and once with RunRecorder on a SQLite file, and times the recorder's own
+calls, which is the overhead independent of generation noise.
+
+    python benchmarks/trace_overhead.py [--examples 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bt_core.evaluate import evaluate  # noqa: E402
+from bt_core.experiments import launch_experiment  # noqa: E402
+from bt_core.lm.hf import HFLM, load_base  # noqa: E402
+from bt_core.lm.models import resolve_model  # noqa: E402
+from bt_core.recorder_db import RunRecorder  # noqa: E402
+from bt_core.recording import recording  # noqa: E402
+from bt_core.tasks import get_task  # noqa: E402
+from db.models import Step  # noqa: E402
+from db.session import session_factory  # noqa: E402
+
+
+class TimedRecorder(RunRecorder):
+    """RunRecorder that adds up the seconds spent in its own methods."""
+
+    seconds = 0.0
+
+    def evaluation(self, *args, **kwargs):
+        start = time.perf_counter()
+        super().evaluation(*args, **kwargs)
+        TimedRecorder.seconds += time.perf_counter() - start
+
+    def program(self, *args, **kwargs):
+        start = time.perf_counter()
+        result = super().program(*args, **kwargs)
+        TimedRecorder.seconds += time.perf_counter() - start
+        return result
+
+    def progress(self, message: str) -> None:
+        start = time.perf_counter()
+        super().progress(message)
+        TimedRecorder.seconds += time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", type=int, default=32)
+    args = parser.parse_args()
+    iris = get_task("iris")
+    examples = iris.load(0, 0, args.examples, seed=0).test
+    spec = resolve_model("smollm2-135m")
+    load_base(spec)
+    program = iris.program()
+    program.set_lm(HFLM(spec))  # no cache
+
+    start = time.perf_counter()
+    evaluate(program, examples, iris.metric, split="val")
+    plain = time.perf_counter() - start
+
+    sessions = session_factory(f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite")
+    launch_experiment(sessions, "bench", ["iris"], ["smollm2-135m"], ["vanilla"], [0], "smoke")
+    with sessions.begin() as session:
+        step = Step(run_id=1, index=0, kind="vanilla", label="vanilla")
+        session.add(step)
+        session.flush()
+        step_id = step.id
+    recorder = TimedRecorder(sessions, 1, step_id, "vanilla")
+    start = time.perf_counter()
+    with recording(recorder):
+        evaluate(program, examples, iris.metric, split="val", program_id=recorder.program(program, "bench"))
+    recorded = time.perf_counter() - start
+
+    print(f"{args.examples} Iris examples, embedded model, no LM cache")
+    print(f"without recording: {plain:6.2f} s")
+    print(f"with recording   : {recorded:6.2f} s  (wall-clock ratio {recorded / plain:.3f})")
+    print(f"time inside the recorder: {TimedRecorder.seconds:.3f} s = {100 * TimedRecorder.seconds / recorded:.2f}% "
+          "of the recorded run (goal < 5%)")
+
+
+if __name__ == "__main__":
+    main()

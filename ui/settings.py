@@ -1,0 +1,29 @@
+"""The Launch page's advanced settings: a run's resolved defaults in, `resolve_config` overrides out.
+
+Only values the user changed become overrides, so an experiment's stored grid says what was
+customized and everything else keeps following the budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from bt_core.config import RunConfig
+
+
+def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
+    left, right = st.columns(2)
+    prompts = {"num_candidates": left.number_input("Random-search candidates", 0, 50, defaults.num_candidates),
+               "max_bootstrapped_demos": left.number_input("Max bootstrapped demos per module", 0, 16,
+                                                           defaults.max_bootstrapped_demos),
+               "max_labeled_demos": left.number_input("Max demos per module", 0, 16, defaults.max_labeled_demos)}
+    lora = {"rank": right.number_input("LoRA rank", 1, 256, defaults.lora["rank"]),
+            "learning_rate": right.number_input("LoRA learning rate", 1e-7, 1e-1, float(defaults.lora["learning_rate"]),
+                                                1e-5, "%.1e"),
+            "epochs": right.number_input("LoRA epochs", 1, 50, defaults.lora["epochs"])}
+    overrides: dict[str, Any] = {k: v for k, v in prompts.items() if v != getattr(defaults, k)}
+    if any(v != defaults.lora[k] for k, v in lora.items()):
+        overrides["lora"] = lora
+    return overrides
