@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Experiment, Run, RunStatus, Step
+from bt_core.export import program_document
+from db.models import Experiment, Run, RunStatus, Step, utcnow
 from db.session import DatabaseError, database_url, session_factory
 
 
@@ -72,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sessions = _sessions(args)
     with sessions.begin() as session:
         run = new_run(config)
-        run.status, run.worker = RunStatus.running, "cli"
+        run.status, run.worker, run.started_at = RunStatus.running, "cli", utcnow()
         session.add(Experiment(name=args.name or f"{args.task} {config.strategy}", runs=[run]))
         session.flush()
         run_id = run.id
@@ -122,8 +123,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError(f"run {run.id} has no finished step to export")
         final: Step = done[-1]
         args.dir.mkdir(parents=True, exist_ok=True)
-        program = {"task": run.task, "model": run.model, "strategy": run.strategy, "step": final.label,
-                   "val_score": final.val_score, "test_score": final.test_score, "modules": final.program_state}
+        program = program_document({"task": run.task, "model": run.model, "strategy": run.strategy},
+                                   {"label": final.label, "val_score": final.val_score,
+                                    "test_score": final.test_score, "program_state": final.program_state})
         (args.dir / "program.json").write_text(json.dumps(program, indent=2))
         if final.adapter_path:
             shutil.copytree(final.adapter_path, args.dir / "adapter", dirs_exist_ok=True)

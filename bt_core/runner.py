@@ -53,7 +53,8 @@ def run_to_end(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
         status, error = RunStatus.cancelled, None
     except Exception as exc:  # the run failed; its finished steps stay
         status, error = RunStatus.failed, f"{type(exc).__name__}: {exc}"
-    values = {"status": status, "error": error, "finished_at": utcnow(), "cancel_requested": False}
+    values = {"status": status, "error": error, "finished_at": utcnow(), "cancel_requested": False,
+              "message": None}
     if status == RunStatus.done:
         values["progress"] = 1.0
     with sessions.begin() as session:

@@ -17,14 +17,13 @@ from db import queries
 from db.session import database_url, session_factory
 
 Sessions = queries.Sessions
-# url path -> (script, title, icon). Script names differ from url paths on purpose: a fresh
-# server's first request for /<script name> would run pages/<script name>.py directly (the
-# legacy pages/ folder mode) without app.py; any other path goes through app.py's st.navigation.
-PAGES = {"launch": ("pages/launch_experiment.py", "Launch", ":material/rocket_launch:"),
-         "runs": ("pages/runs_monitor.py", "Runs", ":material/monitoring:"),
-         "compare": ("pages/compare_strategies.py", "Compare", ":material/leaderboard:"),
-         "traces": ("pages/trace_explorer.py", "Traces", ":material/account_tree:"),
-         "prompts": ("pages/prompt_browser.py", "Prompts", ":material/article:")}
+# url path -> (script, title, icon). The folder is app_pages/, not pages/, so Streamlit's legacy
+# multipage mode never serves a page without app.py's st.navigation around it.
+PAGES = {"launch": ("app_pages/launch_experiment.py", "Launch", ":material/rocket_launch:"),
+         "runs": ("app_pages/runs_monitor.py", "Runs", ":material/monitoring:"),
+         "compare": ("app_pages/compare_strategies.py", "Compare", ":material/leaderboard:"),
+         "traces": ("app_pages/trace_explorer.py", "Traces", ":material/account_tree:"),
+         "prompts": ("app_pages/prompt_browser.py", "Prompts", ":material/article:")}
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/sync:", "done": ":material/check_circle:",
                 "failed": ":material/error:", "cancelled": ":material/cancel:"}
 STATUS_COLORS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}

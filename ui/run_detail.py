@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from bt_core.export import program_document
+
 from bt_core.experiments import delete_run, request_cancel, retry_run
 from db import queries
 from db.session import data_dir
@@ -140,8 +142,7 @@ def _export(db: Sessions, info: dict[str, Any]) -> None:
     if final is None:
         st.info("Nothing to export until a step finishes.")
         return
-    program = {"task": info["task"], "model": info["model"], "strategy": info["strategy"], "step": final["label"],
-               "val_score": final["val_score"], "test_score": final["test_score"], "modules": final["program_state"]}
+    program = program_document(info, final)
     left, right = st.columns(2)
     left.download_button("Program JSON", json.dumps(program, indent=2), f"run-{info['id']}-program.json",
                          "application/json", icon=":material/download:", on_click="ignore")
