@@ -85,7 +85,7 @@ def test_better_together_chains_steps_and_keeps_every_prefix(student, tmp_path):
     optimizer = BetterTogether(IRIS.metric, {
         "p": BootstrapFewShotWithRandomSearch(IRIS.metric, num_candidates=1),
         "w": BootstrapFinetune(IRIS.metric, tmp_path)}, strategy="p -> w -> p")
-    best = optimizer.compile(student, trainset=SPLITS.train)
+    best = optimizer.compile(student, trainset=SPLITS.train, valset=SPLITS.val)
     prefixes = [c.strategy for c in optimizer.candidate_programs]
     assert prefixes == ["vanilla", "p", "p -> w", "p -> w -> p"]
     scores = [c.score for c in optimizer.candidate_programs]
@@ -106,6 +106,14 @@ def test_bad_strategies_name_the_valid_steps(text, message):
     with pytest.raises(ValueError, match=message) as info:
         parse_strategy(text)
     assert "p, w" in str(info.value)
+
+
+def test_a_validation_set_is_carved_from_the_trainset_when_none_is_given(student):
+    optimizer = BetterTogether(IRIS.metric, {"p": LabeledFewShot(k=2)}, strategy="p", valset_ratio=0.2)
+    train, val = optimizer._split(SPLITS.train, None)
+    assert len(val) == 3 and len(train) == 12 and not set(map(str, val)) & set(map(str, train))
+    optimizer.compile(student, trainset=SPLITS.train)
+    assert [c.strategy for c in optimizer.candidate_programs] == ["vanilla", "p"]
 
 
 def test_optimizers_are_pluggable_by_name(student):
