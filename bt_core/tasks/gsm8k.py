@@ -4,23 +4,20 @@ Data comes from `$BT_DATA_DIR/gsm8k/{train,test}.jsonl` (the original OpenAI fil
 the Hugging Face hub (`openai/gsm8k`) when `datasets` is installed and the hub is not set
 offline. Train and validation are drawn from train.jsonl by the run's seed; test is a fixed
 sample of test.jsonl, so every strategy and seed is scored on the same problems. The metric
-compares the last number in the predicted answer with the gold number after `####`. This file
-also holds the local-file-or-hub loading that HotPotQA shares.
+compares the last number in the predicted answer with the gold number after `####`.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import re
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bt_core.modules import ChainOfThought, Example, Module, Prediction
 from bt_core.signatures import Field, Signature
 from bt_core.tasks.base import Sizes, Splits, Task, register, stratified_split
+from bt_core.tasks.data import load_rows
 
 FILES = ("gsm8k/train.jsonl", "gsm8k/test.jsonl")
 HUB_ID = "openai/gsm8k"
@@ -100,49 +97,3 @@ def _from_hub() -> list[list[dict]]:
     from datasets import load_dataset
 
     return [list(load_dataset(HUB_ID, "main", split=split)) for split in ("train", "test")]
-
-
-# --- local files or the hub, shared with HotPotQA ---
-
-def load_rows(root: str | None, files: Sequence[str], what: str, hub_id: str,
-              from_hub: Callable[[], list[list[dict]]], keys: Sequence[str]) -> list[list[dict]]:
-    """Rows of each file under `root` (BT_DATA_DIR), else `from_hub()`, else a ValueError that says what to do."""
-    paths = [Path(root).expanduser() / f for f in files] if root else []
-    if paths and all(p.is_file() for p in paths):
-        return [read_jsonl(p, keys) for p in paths]
-    if hub_allowed():
-        try:
-            return from_hub()
-        except Exception as exc:  # no network, gated dataset, changed schema: say so in one line
-            raise ValueError(f"{_missing(what, root, files, hub_id)} Loading from the hub failed: {exc}") from None
-    raise ValueError(_missing(what, root, files, hub_id))
-
-
-def hub_allowed() -> bool:
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return not offline and importlib.util.find_spec("datasets") is not None
-
-
-def _missing(what: str, root: str | None, files: Sequence[str], hub_id: str) -> str:
-    where = f"BT_DATA_DIR={root!r} lacks {' or '.join(files)}" if root else "BT_DATA_DIR is not set"
-    return (f"{what} data not found: {where}. Set BT_DATA_DIR to a folder holding {' and '.join(files)}, "
-            f"or `pip install datasets` and allow network access (HF_HUB_OFFLINE and HF_DATASETS_OFFLINE "
-            f"unset) to load {hub_id} from the Hugging Face hub.")
-
-
-def read_jsonl(path: Path, keys: Sequence[str]) -> list[dict]:
-    """One JSON object per line, each with `keys`; a bad line is named, not half-loaded."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
-        missing = [k for k in keys if k not in row]
-        if missing:
-            raise ValueError(f"{path} line {number} lacks {', '.join(missing)}; each line needs {', '.join(keys)}")
-        rows.append(row)
-    return rows

@@ -26,7 +26,7 @@ from bt_core.modules import ChainOfThought, Example, Module, Prediction
 from bt_core.retrieval import BM25Retriever, ColBERTv2, Passage, Retriever, default_cache_dir
 from bt_core.signatures import Field, Signature
 from bt_core.tasks.base import Sizes, Splits, Task, register, stratified_split
-from bt_core.tasks.gsm8k import load_rows
+from bt_core.tasks.data import load_rows
 
 FILE = "hotpotqa/dev_distractor.jsonl"
 HUB_ID = "hotpotqa/hotpot_qa"
