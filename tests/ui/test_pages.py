@@ -213,3 +213,23 @@ def test_prompts_show_instructions_demos_and_a_diff(filled_db, monkeypatch):
 def test_no_page_renders_raw_html():
     sources = [ROOT / "app.py", *(ROOT / "pages").glob("*.py"), *(ROOT / "ui").glob("*.py")]
     assert not [p.name for p in sources if "unsafe_allow_html" in p.read_text() or "st.html(" in p.read_text()]
+
+
+def test_a_failed_run_shows_its_error(db_copy, monkeypatch, tmp_path):
+    """A corrupt model folder passes the name check at launch and fails when the run loads it."""
+    from bt_core.experiments import launch_experiment
+    from bt_core.runner import run_to_end
+    from db.models import RunStatus
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    db = session_factory(db_copy)
+    launch_experiment(db, "broken", ["iris"], [str(broken)], ["vanilla"], [0], "smoke")
+    run_id = int(queries.runs_page(db, statuses=["queued"])["id"].iloc[0])
+    assert run_to_end(db, run_id) == RunStatus.failed
+    error = queries.run_info(db, run_id)["error"]
+    assert error and ("config.json" in error or "JSON" in error)
+    app = start(db_copy, monkeypatch, "runs", run=run_id)
+    text = shown_text(app)
+    assert "The run failed" in text and error in text
