@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from bt_core.evaluate import ExampleResult
     from bt_core.lm.base import TrainingLog
     from bt_core.lm.lora import LoraConfig
-    from bt_core.modules import Module
+    from bt_core.modules import Call, Module
 
 
 def state_key(program: Module) -> str:
@@ -80,7 +81,7 @@ class RunRecorder(Recorder):
             if traces:
                 session.execute(insert(Trace), traces)
 
-    def _trace_row(self, program_id: int, split: str, index: int, position: int, call) -> dict:
+    def _trace_row(self, program_id: int, split: str, index: int, position: int, call: Call) -> dict:
         return {"run_id": self.run_id, "step_id": self.step_id, "program_id": program_id, "split": split,
                 "example_index": index, "position": position, "module": call.module,
                 "messages": call.messages, "completion": call.completion.text, "parsed": call.outputs,
@@ -92,8 +93,6 @@ class RunRecorder(Recorder):
         self.progress(f"LoRA step {step}, loss {loss:.4f}")
 
     def training(self, log: TrainingLog, config: LoraConfig) -> None:
-        from dataclasses import asdict
-
         with self.sessions.begin() as session:
             session.add(Training(run_id=self.run_id, step_id=self.step_id, examples=log.examples,
                                  hyperparams=asdict(config), losses=[list(x) for x in log.losses],
