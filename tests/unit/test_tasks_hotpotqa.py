@@ -30,10 +30,7 @@ def questions(examples: list[Example]) -> set[str]:
     return {e["question"] for e in examples}
 
 
-def test_budget_sizes_load(task):
-    for budget, sizes in task.sizes.items():
-        splits = task.load(sizes.train, sizes.val, sizes.test, seed=0)
-        assert (len(splits.train), len(splits.val), len(splits.test)) == (sizes.train, sizes.val, sizes.test), budget
+def test_the_paper_budget_uses_the_whole_offline_file(task):
     paper = task.sizes["paper"]
     assert paper.train + paper.val + paper.test == 1578  # the whole offline file
 
@@ -57,13 +54,6 @@ def test_examples_carry_the_question_as_input_and_two_gold_titles(task):
     example = task.load(8, 6, 8, seed=0).train[0]
     assert example.inputs() == {"question": example["question"]}
     assert len(example["gold_titles"]) == 2 and example["answer"]
-
-
-def test_missing_data_names_the_file_and_the_hub(task, tmp_path, monkeypatch):
-    monkeypatch.setenv("BT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match=r"BT_DATA_DIR.*hotpotqa/dev_distractor\.jsonl.*pip install datasets"):
-        task.load(8, 6, 8, seed=0)
 
 
 def test_a_row_without_context_is_named(task, tmp_path, monkeypatch):
