@@ -21,6 +21,7 @@ from bt_core.evaluate import evaluate
 from bt_core.lm.base import LM
 from bt_core.modules import Module
 from bt_core.optimizers import BetterTogether, BootstrapFewShotWithRandomSearch, BootstrapFinetune
+from bt_core.optimizers.better_together import Optimizer
 from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
 from bt_core.strategy import format_strategy, parse_strategy
@@ -93,7 +94,7 @@ def execute_run(sessions: sessionmaker[Session], run_id: int) -> None:
         _finish_step(sessions, run_id, step_id, program, scores)
 
 
-def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, object]:
+def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, Optimizer]:
     return {
         "p": BootstrapFewShotWithRandomSearch(
             task.metric, config.num_candidates, config.max_bootstrapped_demos, config.max_labeled_demos,

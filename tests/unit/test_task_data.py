@@ -1,8 +1,25 @@
 """What every task's data must do: load each budget's sizes, and fail clearly when missing."""
 
+import json
+
 import pytest
 
 from bt_core.tasks import get_task, task_names
+
+
+def keys(examples) -> set[str]:
+    return {json.dumps(dict(e), sort_keys=True) for e in examples}
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_splits_follow_the_seed_and_test_stays_fixed(task):
+    sizes = get_task(task).sizes["default"]
+    a, b, c = (get_task(task).load(sizes.train, sizes.val, sizes.test, seed=s) for s in (0, 0, 1))
+    assert a == b
+    assert keys(a.train) != keys(c.train)
+    assert a.test == c.test
+    assert keys(a.train).isdisjoint(keys(a.val))
+    assert keys(a.test).isdisjoint(keys(a.train) | keys(a.val))
 
 
 @pytest.mark.parametrize("task", task_names())
