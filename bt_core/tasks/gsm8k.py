@@ -46,7 +46,7 @@ class GSM8K(Task):
     description = "Grade-school math; 1 chain-of-thought module; numeric answer match"
     sizes = {
         "smoke": Sizes(train=8, val=6, test=8),
-        "default": Sizes(train=40, val=30, test=60),
+        "default": Sizes(train=20, val=15, test=30),
         "paper": Sizes(train=1000, val=250, test=1319, p_train=100, p_val=250),
     }
 
