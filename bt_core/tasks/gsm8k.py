@@ -34,7 +34,7 @@ SIGNATURE = Signature(
 
 class GSM8KProgram(Module):
     def __init__(self) -> None:
-        self.solve = ChainOfThought(SIGNATURE, max_new_tokens=192)
+        self.solve = ChainOfThought(SIGNATURE, max_new_tokens=160)
 
     def forward(self, question: str) -> Prediction:
         return self.solve(question=question)
@@ -45,7 +45,7 @@ class GSM8K(Task):
     name = "gsm8k"
     description = "Grade-school math; 1 chain-of-thought module; numeric answer match"
     sizes = {
-        "smoke": Sizes(train=8, val=6, test=8),
+        "smoke": Sizes(train=6, val=4, test=4),
         "default": Sizes(train=20, val=15, test=30),
         "paper": Sizes(train=1000, val=250, test=1319, p_train=100, p_val=250),
     }
