@@ -6,6 +6,8 @@ does (bt_core.worker), so two tasks, or a task and a local worker, never execute
 once. A task that dies (its process killed, its node lost) leaves its run `running` with a
 heartbeat that goes stale; the driver's re-queue puts it back, submits it again, and the new
 task resumes at the run's first unfinished step. Ray's own retry is off for that reason.
+Stopping the executor ends its tasks with it (Ray ends a driver's tasks), so their runs take
+that same path: re-queued once stale, by the next worker or executor that serves the database.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def connect(address: str | None, db_url: str) -> None:
         ray.init(address=address, runtime_env={"env_vars": _forwarded_env()}, logging_level="WARNING",
                  **({} if address else {"include_dashboard": False}))
     except ConnectionError as exc:
-        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())} "
+                         "(a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
     machines = sorted({node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]})
     if len(machines) > 1 and get_engine(db_url).dialect.name == "sqlite":
         ray.shutdown()
@@ -89,7 +92,7 @@ def _dispatch(sessions: sessionmaker[Session], db_url: str, options: RayOptions,
     while True:
         requeue_stale(sessions)
         for run_id, model in _queued(sessions, exclude=set(inflight.values())):
-            inflight[_run_task.options(**resources(model, options)).remote(db_url, run_id)] = run_id
+            inflight[_submit(db_url, run_id, model, options)] = run_id
             submitted.add(run_id)
         if not inflight:
             if once and not _running(sessions, submitted):
@@ -99,6 +102,15 @@ def _dispatch(sessions: sessionmaker[Session], db_url: str, options: RayOptions,
         ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=poll_s)
         for ref in ready:
             _report(inflight.pop(ref), ref)
+
+
+def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.ObjectRef:
+    needs = resources(model, options)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if needs["num_gpus"] > gpus:  # Ray would keep it pending without a word
+        print(f"run {run_id} ({model}) needs {needs['num_gpus']:g} GPU and the cluster has {gpus:g}: "
+              "it stays queued until a GPU node joins (or pass --gpus-per-run 0 to run it on CPUs)", flush=True)
+    return _run_task.options(**needs).remote(db_url, run_id)
 
 
 def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[int, str]]:

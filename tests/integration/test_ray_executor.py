@@ -31,11 +31,11 @@ def cluster() -> Iterator[Cluster]:
         yield running
 
 
-def serve(cluster: Cluster, url: str, log: Path) -> subprocess.Popen:
+def serve(cluster: Cluster, url: str, log: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, **cluster.env, "BT_STALE_AFTER_S": "4"}
     with open(log, "a") as out:
         return subprocess.Popen([sys.executable, "-m", "bt_core", "--db", url, "worker", "--executor", "ray",
-                                 "--address", cluster.address, "--once"],
+                                 "--address", cluster.address, *extra],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -76,7 +76,7 @@ def test_a_killed_ray_worker_resumes_its_run_at_the_unfinished_step(cluster, pos
     sessions = session_factory(postgres_url)
     launch_experiment(sessions, "ray resume", ["iris"], ["smollm2-135m"], ["p -> w"], [0], "smoke")
     log = tmp_path / "driver.log"
-    driver = serve(cluster, postgres_url, log)
+    driver = serve(cluster, postgres_url, log, "--once")
     try:
         wait_for(lambda: [s[2] for s in steps_of(sessions, 1)] == [StepStatus.done, StepStatus.done,
                                                                     StepStatus.running],
@@ -98,3 +98,4 @@ def test_a_killed_ray_worker_resumes_its_run_at_the_unfinished_step(cluster, pos
         assert run.status == RunStatus.done and run.test_score is not None and run.worker != killed
     assert duplicated_traces(sessions, 1) == []
     assert "run 1: its Ray task died" in log.read_text()
+
