@@ -26,22 +26,25 @@ sys.path.insert(0, str(ROOT))
 
 from bt_core.experiments import launch_experiment  # noqa: E402
 from db.models import Run, RunStatus  # noqa: E402
-from db.session import session_factory  # noqa: E402
+from db.session import get_engine, session_factory  # noqa: E402
 
 
 def serve_grid(args: argparse.Namespace, *executor: str) -> float:
     """Queue the grid in a fresh database, serve it with this executor; return the wall seconds."""
-    home = Path(tempfile.mkdtemp(prefix="bt-grid-"))
-    url = f"sqlite:///{home / 'grid.sqlite'}"
-    sessions = session_factory(url)
-    launch_experiment(sessions, "grid scaling", [args.task], ["smollm2-135m"], args.strategies, args.seeds, "smoke")
-    env = {**os.environ, "BT_HOME": str(home), "BT_LM_CACHE": str(home / "lm_cache.sqlite")}
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bt_core", "--db", url, "worker", "--once", *executor], cwd=ROOT, env=env,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    with sessions() as session:
-        statuses = list(session.scalars(select(Run.status)))
+    with tempfile.TemporaryDirectory(prefix="bt-grid-") as folder:
+        home = Path(folder)
+        url = f"sqlite:///{home / 'grid.sqlite'}"
+        sessions = session_factory(url)
+        launch_experiment(sessions, "grid scaling", [args.task], ["smollm2-135m"], args.strategies, args.seeds,
+                          "smoke")
+        env = {**os.environ, "BT_HOME": str(home), "BT_LM_CACHE": str(home / "lm_cache.sqlite")}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "bt_core", "--db", url, "worker", "--once", *executor], cwd=ROOT,
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        with sessions() as session:
+            statuses = list(session.scalars(select(Run.status)))
+        get_engine(url).dispose()
     if statuses != [RunStatus.done] * len(statuses):
         raise SystemExit(f"not every run finished: {[s.value for s in statuses]}")
     return seconds
