@@ -35,13 +35,15 @@ def runs_table() -> None:
     event = st.dataframe(
         table, hide_index=True, placeholder="—", on_select="rerun", selection_mode="single-row", key="runs_table",
         column_order=["id", "status", "progress", "current_step", "strategy", "task", "model", "seed", "budget",
-                      "val", "test", "elapsed", "message"],
+                      "val", "test", "elapsed", "worker", "message"],
         column_config={"id": st.column_config.NumberColumn("run", format="#%d", width="small"),
                        "status": st.column_config.MultiselectColumn(options=list(STATUS_COLORS),
                                                                     color=list(STATUS_COLORS.values())),
                        "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1,
                                                                    format="percent"),
                        "current_step": "step", "val": "val %", "test": "test %",
+                       "worker": st.column_config.TextColumn("ran on", help="host:pid of the worker or Ray task "
+                                                                           "that last claimed the run"),
                        "message": st.column_config.TextColumn("message", width="large")})
     if pages > 1:
         st.pagination(pages, key="runs_page")

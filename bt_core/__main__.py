@@ -44,8 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", default="smoke")
     run.add_argument("--name", default="", help="experiment name")
     run.set_defaults(handler=cmd_run)
-    worker = sub.add_parser("worker", help="serve queued runs")
-    worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker = sub.add_parser("worker", help="serve queued runs, here or over a Ray cluster")
+    worker.add_argument("--once", action="store_true", help="exit when the queue is empty (ray: and its runs ended)")
+    worker.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local: run here, one at a time; ray: each run as a Ray task on any node")
+    worker.add_argument("--address", help="ray: a running cluster (HOST:PORT or auto); default: start one here")
+    worker.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run reserves")
+    worker.add_argument("--gpus-per-run", type=float, default=1.0,
+                        help="ray: GPUs each run of a model other than the embedded one reserves")
     worker.set_defaults(handler=cmd_worker)
     sub.add_parser("list", help="list runs").set_defaults(handler=cmd_list)
     show = sub.add_parser("show", help="show a run's steps and scores")
@@ -85,9 +91,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: deregister, hand back the run
+    if args.executor == "ray":
+        from bt_core.ray_executor import RayOptions, serve_ray
+
+        serve_ray(database_url(args.db), RayOptions(args.address, args.cpus_per_run, args.gpus_per_run),
+                  once=args.once)
+        return 0
+    if args.address:
+        raise ValueError("--address is for --executor ray")
     from bt_core.worker import serve
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: deregister, hand back the run
     serve(_sessions(args), once=args.once)
     return 0
 

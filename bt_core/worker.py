@@ -14,6 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,41 +38,68 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass
+class Registration:
+    """A registered worker process and the run it is executing, which its heartbeat stamps."""
+
+    worker: str
+    run_id: int | None = None
+
+
 def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float = 1.0) -> None:
     """Serve queued runs until interrupted (or, with once, until the queue is empty)."""
-    me = worker_id()
-    with sessions.begin() as session:
-        session.merge(Worker(id=me, started_at=utcnow(), heartbeat_at=utcnow()))
-    current: list[int | None] = [None]
-    stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(sessions, me, current, stop), daemon=True).start()
-    try:
+    with registered(sessions) as me:
         while True:
             requeue_stale(sessions)
-            run_id = claim(sessions, me)
+            run_id = claim(sessions, me.worker)
             if run_id is None:
                 if once:
                     return
                 time.sleep(poll_s)
                 continue
-            current[0] = run_id
-            try:
-                run_to_end(sessions, run_id)
-            except BaseException:  # stopped (SIGTERM, Ctrl-C): hand the run back at once
-                _requeue(sessions, run_id, "re-queued: its worker was stopped")
-                raise
-            current[0] = None
+            execute_claimed(sessions, me, run_id)
+
+
+@contextmanager
+def registered(sessions: sessionmaker[Session]) -> Iterator[Registration]:
+    """This process as a row of `workers`, heartbeating until the block ends."""
+    me = Registration(worker_id())
+    with sessions.begin() as session:
+        session.merge(Worker(id=me.worker, started_at=utcnow(), heartbeat_at=utcnow()))
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(sessions, me, stop), daemon=True).start()
+    try:
+        yield me
     finally:
         stop.set()
         with sessions.begin() as session:
-            session.execute(delete(Worker).where(Worker.id == me))
+            session.execute(delete(Worker).where(Worker.id == me.worker))
 
 
-def claim(sessions: sessionmaker[Session], me: str) -> int | None:
-    oldest = select(Run.id).where(Run.status == RunStatus.queued).order_by(Run.id).limit(1).scalar_subquery()
+def execute_claimed(sessions: sessionmaker[Session], me: Registration, run_id: int) -> RunStatus:
+    """Run a claimed run to its end under this worker's heartbeat."""
+    me.run_id = run_id
+    try:
+        return run_to_end(sessions, run_id)
+    except BaseException:  # stopped (SIGTERM, Ctrl-C, a cancelled task): hand the run back at once
+        _requeue(sessions, run_id, "re-queued: its worker was stopped")
+        raise
+    finally:
+        me.run_id = None
+
+
+def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None) -> int | None:
+    """Take the oldest queued run (or this one, if still queued); None when there is none.
+
+    On PostgreSQL, SKIP LOCKED lets concurrent claims pass over a row another worker is
+    taking instead of queueing behind it and then finding it gone (SQLite ignores it).
+    """
+    target = run_id if run_id is not None else (
+        select(Run.id).where(Run.status == RunStatus.queued).order_by(Run.id).limit(1)
+        .with_for_update(skip_locked=True).scalar_subquery())
     with sessions.begin() as session:
         return session.scalar(
-            update(Run).where(Run.id == oldest, Run.status == RunStatus.queued)
+            update(Run).where(Run.id == target, Run.status == RunStatus.queued)
             .values(status=RunStatus.running, worker=me, heartbeat_at=utcnow(), cancel_requested=False,
                     started_at=utcnow(), error=None)
             .returning(Run.id))
@@ -92,15 +122,14 @@ def _requeue(sessions: sessionmaker[Session], run_id: int, message: str) -> None
                         .values(status=RunStatus.queued, worker=None, message=message))
 
 
-def _heartbeat(sessions: sessionmaker[Session], me: str, current: list[int | None],
-               stop: threading.Event) -> None:
+def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
-        now = utcnow()
+        now, run_id = utcnow(), me.run_id
         with sessions.begin() as session:
-            session.execute(update(Worker).where(Worker.id == me).values(heartbeat_at=now,
-                                                                         current_run_id=current[0]))
-            if current[0] is not None:
-                session.execute(update(Run).where(Run.id == current[0], Run.worker == me)
+            session.execute(update(Worker).where(Worker.id == me.worker).values(heartbeat_at=now,
+                                                                                current_run_id=run_id))
+            if run_id is not None:
+                session.execute(update(Run).where(Run.id == run_id, Run.worker == me.worker)
                                 .values(heartbeat_at=now))
 
 

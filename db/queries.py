@@ -20,7 +20,7 @@ Sessions = sessionmaker[Session]
 
 RUN_COLUMNS = (Run.id, Run.experiment_id, Run.task, Run.model, Run.strategy, Run.seed, Run.budget,
                Run.status, Run.progress, Run.current_step, Run.message, Run.val_score, Run.test_score,
-               Run.created_at, Run.started_at, Run.finished_at)
+               Run.worker, Run.created_at, Run.started_at, Run.finished_at)
 
 
 def _frame(sessions: Sessions, stmt: Select) -> pd.DataFrame:

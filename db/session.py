@@ -1,7 +1,8 @@
 """Engine and sessions: one URL from --db, BT_DATABASE_URL, or a SQLite file in the data dir.
 
 SQLite gets WAL (the UI reads while a worker writes), a busy timeout, and foreign keys on so
-deleting a run deletes its rows.
+deleting a run deletes its rows. PostgreSQL (what several machines share) goes through psycopg 3
+whatever driver the URL names, with a connect timeout so an unreachable server fails in seconds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,10 +31,26 @@ def data_dir() -> Path:
 
 def database_url(url: str | None = None) -> str:
     if url:
-        return url
+        return _with_driver(url)
     if os.environ.get("BT_DATABASE_URL"):
-        return os.environ["BT_DATABASE_URL"]
+        return _with_driver(os.environ["BT_DATABASE_URL"])
     return f"sqlite:///{data_dir() / 'studio.sqlite'}"
+
+
+def _with_driver(url: str) -> str:
+    """postgresql://... would pick psycopg2, which is not installed; psycopg 3 is."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def shown(url: str) -> str:
+    """The URL as errors and logs may print it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 @lru_cache(maxsize=8)
@@ -39,16 +58,25 @@ def get_engine(url: str | None = None) -> Engine:
     """Create the engine and the tables, or fail with one clear line."""
     url = database_url(url)
     try:
-        engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+        engine = create_engine(url, **_engine_options(url))
     except (ArgumentError, ImportError) as exc:
-        raise DatabaseError(f"bad database URL {url!r}: {exc}") from None
+        raise DatabaseError(f"bad database URL {shown(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         _prepare_sqlite(engine, url)
     try:
         Base.metadata.create_all(engine)
     except OperationalError as exc:
-        raise DatabaseError(f"cannot open database {url!r}: {exc.orig}") from None
+        reason = " ".join(str(exc.orig).split())  # psycopg's messages span lines
+        raise DatabaseError(f"cannot open database {shown(url)!r}: {reason}") from None
     return engine
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}
+    if url.startswith("postgresql"):  # long-lived workers on a network: drop dead connections
+        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    return {}
 
 
 def _prepare_sqlite(engine: Engine, url: str) -> None:

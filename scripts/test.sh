@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (Chromium from Debian for the browser test) and run the whole test suite.
+# Install everything (Chromium and PostgreSQL from Debian for the browser and database tests),
+# start a loopback PostgreSQL server, and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
@@ -11,5 +12,10 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 scripts/setup.sh dev
+# The database tests run against SQLite and against a real PostgreSQL server; a missing one fails them.
+if [ -z "${BT_TEST_POSTGRES_URL:-}" ]; then
+  url="$(scripts/postgres.sh)"
+  export BT_TEST_POSTGRES_URL="$url"
+fi
 # pytest exits 5 when it collects no test: that is a failure here too.
 exec .venv/bin/python -m pytest "$@"

@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.databases import copy_database, fresh_postgres_database
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BT_DATA_DIR", str(REPO.parent / "shared" / "data"))
@@ -50,6 +53,22 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, once SQLite and once the real PostgreSQL server, for DB-level tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studio.sqlite'}"
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
 SMOKE_STRATEGIES = ["p", "w", "p -> w -> p"]
 
 
@@ -76,3 +95,11 @@ def filled_db(session_home: Path) -> str:
 def multitask_db(session_home: Path) -> str:
     """GSM8K and HotPotQA under p -> w -> p."""
     return run_experiment(session_home / "multitask.sqlite", ["gsm8k", "hotpotqa"], ["p -> w -> p"])
+
+
+@pytest.fixture(scope="session")
+def filled_postgres(filled_db: str) -> Iterator[str]:
+    """`filled_db`'s rows copied into a PostgreSQL database: the same facts, the other dialect."""
+    with fresh_postgres_database() as url:
+        copy_database(filled_db, url)
+        yield url

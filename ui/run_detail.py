@@ -58,7 +58,7 @@ def _header(db: Sessions, info: dict[str, Any]) -> None:
     title, actions = st.columns([3, 2], vertical_alignment="bottom")
     title.subheader(f"Run #{info['id']} · {info['strategy']}")
     title.caption(f"{info['task']} · {info['model']} · seed {info['seed']} · {info['budget']} budget · "
-                  f"experiment {info['experiment']!r}")
+                  f"experiment {info['experiment']!r}" + (f" · ran on {info['worker']}" if info["worker"] else ""))
     with actions.container(horizontal=True, horizontal_alignment="right"):
         _actions(db, info)
     cells = st.columns(5)

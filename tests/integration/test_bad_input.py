@@ -6,7 +6,10 @@ import hashlib
 
 import pytest
 
+from bt_core.experiments import launch_experiment
+from db.session import get_engine, session_factory
 from tests.conftest import bt
+from tests.raycluster import ray_cluster
 
 
 @pytest.fixture
@@ -24,6 +27,7 @@ def digest(path):
     (["--task", "mnist"], "unknown task 'mnist'; valid: "),
     (["--task", "iris", "--model", "no-such-model"], "unknown model 'no-such-model'"),
     (["--task", "iris", "--model", "acme/not-downloaded"], "huggingface-cli download acme/not-downloaded"),
+    (["--task", "iris", "--model", "mistral-7b"], "huggingface-cli download mistralai/Mistral-7B-Instruct-v0.2"),
     (["--task", "iris", "--strategy", "p -> x"], "unknown strategy step 'x'"),
     (["--task", "iris", "--strategy", ""], "empty strategy"),
     (["--task", "iris", "--budget", "huge"], "unknown budget 'huge'"),
@@ -40,10 +44,45 @@ def test_bad_run_arguments(stored, args, message):
 @pytest.mark.parametrize("url, message", [
     ("sqlite:////proc/no-such-dir/studio.sqlite", "cannot create the folder for database"),
     ("nosuchdb://x", "bad database URL"),
+    ("postgresql://bt:secret@127.0.0.1:1/bt", "cannot open database 'postgresql+psycopg://bt:***@127.0.0.1:1/bt'"),
 ])
 def test_bad_database_urls(url, message):
     result = bt("--db", url, "run", "--task", "iris", "--strategy", "p", timeout=120)
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def one_clear_line(result, message):
+    return (result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+            and "Traceback" not in result.stderr)
+
+
+def test_unreachable_postgresql_for_the_ray_executor():
+    result = bt("--db", "postgresql://bt@127.0.0.1:1/bt", "worker", "--executor", "ray", timeout=120)
+    assert one_clear_line(result, "cannot open database 'postgresql+psycopg://bt@127.0.0.1:1/bt': connection failed")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach the Ray cluster at '127.0.0.1:1'"),
+    (["--executor", "ray", "--address", "head-node"], "bad Ray address 'head-node'"),
+    (["--address", "127.0.0.1:6379"], "--address is for --executor ray"),
+])
+def test_bad_ray_addresses(stored, args, message):
+    url, path = stored
+    launch_experiment(session_factory(url), "queued", ["iris"], ["smollm2-135m"], ["p"], [0], "smoke")
+    get_engine(url).dispose()  # the last connection's close folds the WAL into the file
+    before = digest(path)
+    result = bt("--db", url, "worker", *args, timeout=120)
+    assert one_clear_line(result, message) and digest(path) == before
+
+
+def test_a_cluster_of_several_machines_refuses_a_sqlite_file(stored):
+    url, path = stored
+    before = digest(path)
+    with ray_cluster(extra_nodes=1) as cluster:  # a second node at 127.0.0.2: to Ray, another machine
+        result = bt("--db", url, "worker", "--executor", "ray", "--address", cluster.address, env=cluster.env,
+                    timeout=300)
+    assert one_clear_line(result, "the Ray cluster spans 2 machines") and "PostgreSQL URL" in result.stderr
+    assert digest(path) == before
 
 
 def test_unknown_run_id(stored):

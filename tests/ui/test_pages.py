@@ -7,6 +7,7 @@ Tests that write (launching, cancelling, deleting) work on a copy of it.
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,7 @@ def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
     table = app.dataframe[0].value
     assert set(table["strategy"]) == set(STRATEGIES)
     assert set(table["status"]) == {"done"}
+    assert table["worker"].str.startswith(f"{socket.gethostname()}:").all()  # the machine that ran each
     text = shown_text(app)
     assert f"Run #{runs['p -> w -> p']} · p -> w -> p" in text
     assert [t.label for t in app.tabs] == ["Steps", "Training", "Candidates", "Config & export"]

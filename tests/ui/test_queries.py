@@ -1,4 +1,5 @@
-"""The dashboard's read queries against the real-run database: paging, picking, searching."""
+"""The dashboard's read queries against the real-run database, in SQLite and in PostgreSQL:
+paging, picking, searching."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from db.session import session_factory
 pytestmark = pytest.mark.ui
 
 
-@pytest.fixture
-def db(filled_db):
-    return session_factory(filled_db)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request):
+    return session_factory(request.getfixturevalue("filled_db" if request.param == "sqlite" else "filled_postgres"))
 
 
 def test_runs_page_is_newest_first_and_pages_with_limit_and_offset(db):

@@ -1,5 +1,7 @@
-"""The queue and the recorder on a real SQLite file: claims, stale re-queues, cancel, rows."""
+"""The queue and the recorder on a real SQLite file and a real PostgreSQL server: claims,
+stale re-queues, cancel, rows."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -17,8 +19,8 @@ from tests.scripted import scripted_iris_lm
 
 
 @pytest.fixture
-def sessions(tmp_path):
-    return session_factory(f"sqlite:///{tmp_path / 'studio.sqlite'}")
+def sessions(db_url):
+    return session_factory(db_url)
 
 
 def queue(sessions, strategies=("p", "w")):
@@ -41,6 +43,30 @@ def test_each_claim_takes_a_different_run(sessions):
     queue(sessions)
     claimed = [claim(sessions, f"w{i}") for i in range(5)]
     assert sorted(claimed[:4]) == [1, 2, 3, 4] and claimed[4] is None
+
+
+def test_concurrent_claims_take_every_run_exactly_once(sessions):
+    queue(sessions)
+    with ThreadPoolExecutor(8) as pool:
+        claimed = list(pool.map(lambda i: claim(sessions, f"w{i}"), range(8)))
+    assert sorted(c for c in claimed if c is not None) == [1, 2, 3, 4]
+
+
+def test_a_claim_passes_over_a_run_another_worker_is_taking(postgres_url):
+    sessions = session_factory(postgres_url)
+    queue(sessions)
+    with ThreadPoolExecutor(1) as pool, sessions.begin() as other:
+        other.execute(select(Run.id).where(Run.id == 1).with_for_update())  # mid-claim elsewhere
+        assert pool.submit(claim, sessions, "me").result(timeout=10) == 2
+
+
+def test_a_named_run_is_claimed_only_while_queued(sessions):
+    queue(sessions)
+    request_cancel(sessions, 4)
+    assert claim(sessions, "a", run_id=3) == 3
+    assert claim(sessions, "b", run_id=3) is None and claim(sessions, "b", run_id=4) is None
+    with sessions() as s:
+        assert s.get(Run, 3).worker == "a"
 
 
 def test_a_run_whose_worker_stopped_heartbeating_is_requeued(sessions, monkeypatch):

@@ -1,0 +1,144 @@
+"""The Ray executor: each queued run becomes a Ray task with its resource needs, so a grid spreads
+over every node of a Ray cluster while the database stays the one source of truth.
+
+The driver only submits; the task claims its run and heartbeats it exactly as a local worker
+does (bt_core.worker), so two tasks, or a task and a local worker, never execute one run at
+once. A task that dies (its process killed, its node lost) leaves its run `running` with a
+heartbeat that goes stale; the driver's re-queue puts it back, submits it again, and the new
+task resumes at the run's first unfinished step. Ray's own retry is off for that reason.
+Stopping the executor ends its tasks with it (Ray ends a driver's tasks), so their runs take
+that same path: re-queued once stale, by the next worker or executor that serves the database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import RayError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bt_core.lm.models import EMBEDDED
+from bt_core.worker import claim, execute_claimed, registered, requeue_stale, stale_after_s
+from db.models import Run, RunStatus
+from db.session import get_engine, session_factory, shown
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # a running cluster ("host:port", "ray://host:port", "auto"); None: start one here
+    cpus_per_run: float = 1.0  # CPUs a run reserves (the embedded model's threads; a GPU run's host side)
+    gpus_per_run: float = 1.0  # GPUs a run of any model but the embedded one reserves
+
+
+def serve_ray(db_url: str, options: RayOptions, *, once: bool = False, poll_s: float = 1.0) -> None:
+    """Submit queued runs to Ray until interrupted (or, with once, until none is left to finish)."""
+    sessions = session_factory(db_url)
+    connect(options.address, db_url)
+    try:
+        with registered(sessions):  # the dashboard sees a live worker and starts none of its own
+            _dispatch(sessions, db_url, options, once, poll_s)
+    finally:
+        ray.shutdown()
+
+
+def connect(address: str | None, db_url: str) -> None:
+    """Join (or start) the cluster, and refuse a database that some of its machines cannot see."""
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, runtime_env={"env_vars": _forwarded_env()}, logging_level="WARNING",
+                 **({} if address else {"include_dashboard": False}))
+    except ConnectionError as exc:
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())} "
+                         "(a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
+    machines = sorted({node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]})
+    if len(machines) > 1 and get_engine(db_url).dialect.name == "sqlite":
+        ray.shutdown()
+        raise ValueError(f"the Ray cluster spans {len(machines)} machines ({', '.join(machines)}) but the database "
+                         f"{shown(db_url)!r} is a SQLite file that only this one sees; give every node one "
+                         "PostgreSQL URL: --db postgresql://USER@HOST/DB")
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, where ray.init would retry an unreachable address for a minute."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"bad Ray address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ValueError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}") from None
+
+
+def _forwarded_env() -> dict[str, str]:
+    """The driver's BT_ settings (data dir, BT_HOME on a shared disk, LM cache) hold on every node."""
+    return {key: value for key, value in os.environ.items() if key.startswith("BT_")}
+
+
+def resources(model: str, options: RayOptions) -> dict[str, float]:
+    """The embedded model runs on CPUs; any other model is taken for a GPU model (the paper's 7-8B)."""
+    return {"num_cpus": options.cpus_per_run, "num_gpus": 0 if model == EMBEDDED else options.gpus_per_run}
+
+
+def _dispatch(sessions: sessionmaker[Session], db_url: str, options: RayOptions, once: bool,
+              poll_s: float) -> None:
+    inflight: dict[ray.ObjectRef, int] = {}
+    submitted: set[int] = set()
+    while True:
+        requeue_stale(sessions)
+        for run_id, model in _queued(sessions, exclude=set(inflight.values())):
+            inflight[_submit(db_url, run_id, model, options)] = run_id
+            submitted.add(run_id)
+        if not inflight:
+            if once and not _running(sessions, submitted):
+                return
+            time.sleep(poll_s)
+            continue
+        ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=poll_s)
+        for ref in ready:
+            _report(inflight.pop(ref), ref)
+
+
+def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.ObjectRef:
+    needs = resources(model, options)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if needs["num_gpus"] > gpus:  # Ray would keep it pending without a word
+        print(f"run {run_id} ({model}) needs {needs['num_gpus']:g} GPU and the cluster has {gpus:g}: "
+              "it stays queued until a GPU node joins (or pass --gpus-per-run 0 to run it on CPUs)", flush=True)
+    return _run_task.options(**needs).remote(db_url, run_id)
+
+
+def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[int, str]]:
+    with sessions() as session:
+        rows = session.execute(select(Run.id, Run.model).where(Run.status == RunStatus.queued).order_by(Run.id))
+        return [(run_id, model) for run_id, model in rows if run_id not in exclude]
+
+
+def _running(sessions: sessionmaker[Session], run_ids: set[int]) -> bool:
+    """Whether one of these runs still counts as running: a dead task's run waits for its re-queue."""
+    with sessions() as session:
+        return session.scalar(select(Run.id).where(Run.id.in_(run_ids), Run.status == RunStatus.running)
+                              .limit(1)) is not None
+
+
+def _report(run_id: int, ref: ray.ObjectRef) -> None:
+    try:
+        print(f"run {run_id}: {ray.get(ref)}", flush=True)
+    except RayError as exc:
+        print(f"run {run_id}: its Ray task died ({type(exc).__name__}); it is re-queued once its heartbeat is "
+              f"{stale_after_s():.0f}s old and resumes at its first unfinished step", flush=True)
+
+
+@ray.remote(max_retries=0)
+def _run_task(db_url: str, run_id: int) -> str:
+    """On a Ray worker: claim the run if it is still queued and execute it as a local worker does."""
+    sessions = session_factory(db_url)
+    with registered(sessions) as me:
+        if claim(sessions, me.worker, run_id) is None:
+            return "skipped: claimed elsewhere or cancelled since it was submitted"
+        return execute_claimed(sessions, me, run_id).value

@@ -1,0 +1,101 @@
+"""The Ray executor for real: a local Ray cluster (2 CPUs, no dashboard), the embedded model and
+PostgreSQL as the one database. A grid's runs finish with their traces; a Ray worker process
+killed mid-step leaves its run to resume at that very step, with nothing recorded twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bt_core.experiments import launch_experiment
+from db.models import Run, RunStatus, Step, StepStatus, Trace, Worker
+from db.session import session_factory
+from tests.conftest import REPO, bt, wait_for
+from tests.raycluster import Cluster, ray_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with ray_cluster() as running:
+        yield running
+
+
+def serve(cluster: Cluster, url: str, log: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, **cluster.env, "BT_STALE_AFTER_S": "4"}
+    with open(log, "a") as out:
+        return subprocess.Popen([sys.executable, "-m", "bt_core", "--db", url, "worker", "--executor", "ray",
+                                 "--address", cluster.address, *extra],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def steps_of(sessions, run_id):
+    with sessions() as session:
+        return [(s.index, s.id, s.status, s.started_at) for s in
+                session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.index))]
+
+
+def duplicated_traces(sessions, run_id):
+    with sessions() as session:
+        return session.execute(
+            select(Trace.program_id, Trace.split, Trace.example_index, Trace.position, func.count())
+            .where(Trace.run_id == run_id)
+            .group_by(Trace.program_id, Trace.split, Trace.example_index, Trace.position)
+            .having(func.count() > 1)).all()
+
+
+def test_a_grid_runs_as_ray_tasks_into_postgresql(cluster, postgres_url):
+    sessions = session_factory(postgres_url)
+    launch_experiment(sessions, "ray grid", ["iris"], ["smollm2-135m"], ["p", "w"], [0], "smoke")
+    result = bt("--db", postgres_url, "worker", "--executor", "ray", "--address", cluster.address, "--once",
+                env=cluster.env, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "run 1: done" in result.stdout and "run 2: done" in result.stdout
+    with sessions() as session:
+        runs = session.scalars(select(Run).order_by(Run.id)).all()
+        assert [r.status for r in runs] == [RunStatus.done, RunStatus.done]
+        assert all(r.test_score is not None and r.worker.count(":") == 1 for r in runs)  # host:pid of its Ray worker
+        for run in runs:
+            assert [s.status for s in run.steps] == [StepStatus.done, StepStatus.done]
+            assert session.scalar(select(func.count(Trace.id)).where(Trace.run_id == run.id)) > 0
+        assert session.scalar(select(func.count()).select_from(Worker)) == 0  # every process deregistered
+    assert duplicated_traces(sessions, 1) == duplicated_traces(sessions, 2) == []
+
+
+def test_a_killed_ray_worker_resumes_its_run_at_the_unfinished_step(cluster, postgres_url, tmp_path):
+    sessions = session_factory(postgres_url)
+    launch_experiment(sessions, "ray resume", ["iris"], ["smollm2-135m"], ["p -> w"], [0], "smoke")
+    log = tmp_path / "driver.log"
+    driver = serve(cluster, postgres_url, log, "--once")
+    try:
+        wait_for(lambda: [s[2] for s in steps_of(sessions, 1)] == [StepStatus.done, StepStatus.done,
+                                                                    StepStatus.running],
+                 timeout=900, interval=0.5, what="the w step to start")
+        time.sleep(3)  # into its trace collection or LoRA training
+        with sessions() as session:
+            killed = session.get(Run, 1).worker
+        os.kill(int(killed.rsplit(":", 1)[1]), signal.SIGKILL)  # the Ray worker process, not the driver
+        before = steps_of(sessions, 1)
+        assert driver.wait(timeout=900) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    after = steps_of(sessions, 1)
+    assert after[:2] == before[:2]  # finished steps kept, not recomputed
+    assert after[2][2] == StepStatus.done and after[2][3] > before[2][3]  # the w step was redone
+    with sessions() as session:
+        run = session.get(Run, 1)
+        assert run.status == RunStatus.done and run.test_score is not None and run.worker != killed
+    assert duplicated_traces(sessions, 1) == []
+    assert "run 1: its Ray task died" in log.read_text()
+
