@@ -10,12 +10,12 @@ whose adapter folders vLLM loads as they are. GPU: the `vllm` package; CPU: `vll
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
 import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -37,6 +37,8 @@ _lock = threading.Lock()  # one batch at a time per engine; views with other ada
 _lora_ids: dict[str, int] = {}  # adapter fingerprint -> its LoRARequest id, unique in this process
 _next_id = itertools.count(1)
 _ids_lock = threading.Lock()
+_engine_lock = threading.Lock()
+_engine: tuple[tuple[str, int], vllm.LLM] | None = None  # ((model folder, max LoRA rank), engine)
 
 
 def max_lora_rank(rank: int) -> int:
@@ -47,8 +49,26 @@ def max_lora_rank(rank: int) -> int:
     return fitting[0]
 
 
-@lru_cache(maxsize=1)  # a run with another rank bound replaces the engine rather than holding two
 def engine(folder: str, lora_rank: int) -> vllm.LLM:
+    """The process's engine for this model; a run with another rank bound replaces it rather than
+    holding two, since the bound is fixed at start and a larger one slows every adapter call."""
+    global _engine
+    with _engine_lock:
+        if _engine is None or _engine[0] != (folder, lora_rank):
+            close_engine()
+            _engine = ((folder, lora_rank), _start(folder, lora_rank))
+        return _engine[1]
+
+
+def close_engine() -> None:
+    """Stop the engine's processes now, while logging still works (vLLM's own exit hook runs too late)."""
+    global _engine
+    if _engine is not None:
+        _engine[1].llm_engine.engine_core.shutdown()
+        _engine = None
+
+
+def _start(folder: str, lora_rank: int) -> vllm.LLM:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import torch
     import vllm
@@ -59,6 +79,9 @@ def engine(folder: str, lora_rank: int) -> vllm.LLM:
               else {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES})
     return vllm.LLM(folder, dtype="bfloat16", enable_lora=True, max_lora_rank=lora_rank, max_loras=1,
                     max_cpu_loras=4, enable_prefix_caching=True, logits_processors=[FieldStop], seed=0, **memory)
+
+
+atexit.register(close_engine)
 
 
 class VLLMLM(LM):
@@ -85,7 +108,7 @@ class VLLMLM(LM):
         sampling = VllmSampling(
             max_tokens=params.max_new_tokens, temperature=params.temperature, seed=0,
             extra_args={EXTRA_ARG: params.stop_after_field} if params.stop_after_field else None)
-        lora = self._lora_request()
+        lora = self.lora_request()
         with _lock:
             start = time.perf_counter()
             outputs = llm.chat(batch, sampling, use_tqdm=False, lora_request=lora)
@@ -93,7 +116,8 @@ class VLLMLM(LM):
         tok = llm.get_tokenizer()
         return [finish(tok, out.outputs[0].text, len(out.prompt_token_ids), latency, params) for out in outputs]
 
-    def _lora_request(self) -> LoRARequest | None:
+    def lora_request(self) -> LoRARequest | None:
+        """This view's adapter as vLLM takes it with a request: named and numbered by its content."""
         if self.adapter_path is None:
             return None
         from vllm.lora.request import LoRARequest
