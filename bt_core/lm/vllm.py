@@ -73,8 +73,10 @@ def _start(folder: str, lora_rank: int) -> vllm.LLM:
     import torch
     import vllm
 
+    from bt_core.lm.vllm_guard import OWNER_ENV
     from bt_core.lm.vllm_stop import FieldStop
 
+    os.environ[OWNER_ENV] = str(os.getpid())  # the engine's processes die with this one
     memory = ({"gpu_memory_utilization": GPU_MEMORY_FRACTION} if torch.cuda.is_available()
               else {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES})
     return vllm.LLM(folder, dtype="bfloat16", enable_lora=True, max_lora_rank=lora_rank, max_loras=1,

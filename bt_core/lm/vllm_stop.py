@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from bt_core.adapter import field_closed
+from bt_core.lm.vllm_guard import watch_owner
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -29,6 +30,7 @@ class FieldStop(AdapterLogitsProcessor):
         self.tokenizer = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
         self.eos = self.tokenizer.eos_token_id
         self._breaks: dict[int, bool] = {}  # token id -> its text holds a line break
+        watch_owner()  # the only code of ours that runs in vLLM's processes: see vllm_guard
 
     def is_argmax_invariant(self) -> bool:
         return False  # it changes which token wins
