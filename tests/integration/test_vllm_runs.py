@@ -3,12 +3,15 @@ served as a LoRARequest by the same engine, traces recorded as on the transforme
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import select
 
 from db.models import Run, RunStatus, Step, Trace, Training
 from db.session import session_factory
-from tests.conftest import bt
+from tests.conftest import REPO, bt, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +59,25 @@ def test_the_engine_serves_the_run_adapter(vllm_run):
                .outputs[0].cumulative_logprob for lm in (base, tuned)]
     assert abs(logprob[0] - logprob[1]) > 1e-3
 
+
+
+def test_the_engine_dies_with_a_sigkilled_owner():
+    """vLLM leaves stopping its engine to the owner; a SIGKILLed worker must not leave it running."""
+    import psutil
+
+    script = ("from bt_core.lm.models import resolve_model\nfrom bt_core.lm.vllm import VLLMLM\n"
+              "from bt_core.lm.base import SamplingParams\nimport time\n"
+              "if __name__ == '__main__':\n"
+              "    VLLMLM(resolve_model('smollm2-135m'), lora_rank=8).generate("
+              "[[{'role': 'user', 'content': 'hi'}]], SamplingParams(max_new_tokens=2))\n"
+              "    print('ready', flush=True)\n    time.sleep(600)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        engine = psutil.Process(owner.pid).children(recursive=True)
+        assert engine
+    finally:
+        owner.kill()
+        owner.wait()
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine), 30,
+             what="the engine processes to exit")
