@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.export import program_document
-from db.models import Experiment, Run, RunStatus, Step, utcnow
+from db.models import Experiment, Run, RunStatus, Step, Training, utcnow
 from db.session import DatabaseError, database_url, session_factory
 
 
@@ -107,10 +107,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _sessions(args)() as session:
         run = _get_run(session, args.run_id)
         print(f"run {run.id} [{run.status.value}] {run.task} / {run.model} / {run.strategy} / seed {run.seed}")
+        skipped = dict(session.execute(select(Training.step_id, Training.error)
+                                       .where(Training.run_id == run.id, Training.error.is_not(None))).all())
         for step in run.steps:
             took = (step.finished_at - step.started_at).total_seconds() if step.finished_at else None
             print(f"  step {step.index} {step.label:<14} {step.status.value:<7} val {_pct(step.val_score)}  "
                   f"test {_pct(step.test_score)}" + (f"  {took:.0f}s" if took is not None else ""))
+            if step.id in skipped:
+                print(f"    no LoRA job: {skipped[step.id]}")
         if run.error:
             print(f"  error: {run.error}")
         if run.finished_at and run.started_at:

@@ -98,6 +98,11 @@ class RunRecorder(Recorder):
                                  hyperparams=asdict(config), losses=[list(x) for x in log.losses],
                                  seconds=log.seconds, adapter_path=log.adapter_path))
 
+    def training_skipped(self, reason: str, config: LoraConfig) -> None:
+        with self.sessions.begin() as session:
+            session.add(Training(run_id=self.run_id, step_id=self.step_id, examples=0,
+                                 hyperparams=asdict(config), error=reason))
+
     def progress(self, message: str) -> None:
         """Write the message at most twice a second; raise RunCancelled when asked to stop."""
         now = time.monotonic()

@@ -39,6 +39,9 @@ class Recorder:
     def training_loss(self, step: int, loss: float) -> None:
         pass
 
+    def training_skipped(self, reason: str, config: LoraConfig) -> None:
+        """A w step that had no data to train on; the run goes on with the weights it had."""
+
     def progress(self, message: str) -> None:
         """Report what is happening; may raise RunCancelled."""
 

@@ -187,6 +187,18 @@ def _rank(program: dict[str, Any]) -> int:
     return 2 * program["chosen"] + (program["role"] == "result")
 
 
+def detail_means(sessions: Sessions, run_id: int, split: str) -> pd.DataFrame:
+    """Per step, the mean of each secondary measure (F1, retrieval recall per hop...) on `split`,
+    for the program evaluated_steps shows; empty for tasks without such measures."""
+    step_of = {s["program_id"]: s["index"] for s in evaluated_steps(sessions, run_id, split)}
+    stmt = select(ExampleScore.program_id, ExampleScore.details).where(
+        ExampleScore.program_id.in_(step_of), ExampleScore.split == split)
+    with sessions() as session:
+        rows = [{"index": step_of[program_id], **(details or {})} for program_id, details in session.execute(stmt)]
+    frame = pd.DataFrame(rows)
+    return frame.groupby("index").mean() if len(frame.columns) > 1 else pd.DataFrame()
+
+
 def example_scores(sessions: Sessions, program_id: int, split: str) -> pd.DataFrame:
     stmt = (select(ExampleScore.example_index, ExampleScore.score, ExampleScore.error)
             .where(ExampleScore.program_id == program_id, ExampleScore.split == split)

@@ -61,16 +61,26 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
 SMOKE_STRATEGIES = ["p", "w", "p -> w -> p"]
 
 
-@pytest.fixture(scope="session")
-def filled_db(session_home: Path) -> str:
-    """SQLite URL of one experiment: Iris at the smoke budget under p, w and p -> w -> p, run
-    by a real `python -m bt_core worker --once` process with the real embedded model."""
+def run_experiment(path: Path, tasks: list[str], strategies: list[str]) -> str:
+    """SQLite URL of one smoke-budget experiment run to the end by a real
+    `python -m bt_core worker --once` process with the real embedded model."""
     from bt_core.experiments import launch_experiment
     from db.session import session_factory
 
-    url = f"sqlite:///{session_home / 'filled.sqlite'}"
-    launch_experiment(session_factory(url), "iris smoke", ["iris"], ["smollm2-135m"], SMOKE_STRATEGIES, [0],
-                      "smoke")
-    result = bt("--db", url, "worker", "--once", timeout=1800)
+    url = f"sqlite:///{path}"
+    launch_experiment(session_factory(url), "smoke", tasks, ["smollm2-135m"], strategies, [0], "smoke")
+    result = bt("--db", url, "worker", "--once", timeout=2400)
     assert result.returncode == 0, result.stderr[-3000:]
     return url
+
+
+@pytest.fixture(scope="session")
+def filled_db(session_home: Path) -> str:
+    """Iris under p, w and p -> w -> p."""
+    return run_experiment(session_home / "filled.sqlite", ["iris"], SMOKE_STRATEGIES)
+
+
+@pytest.fixture(scope="session")
+def multitask_db(session_home: Path) -> str:
+    """GSM8K and HotPotQA under p -> w -> p."""
+    return run_experiment(session_home / "multitask.sqlite", ["gsm8k", "hotpotqa"], ["p -> w -> p"])

@@ -104,8 +104,11 @@ def _steps(db: Sessions, run_id: int) -> None:
     st.plotly_chart(step_timeline(steps), key=f"timeline-{run_id}")
     table = steps.assign(val=steps["val_score"].map(percent), test=steps["test_score"].map(percent),
                          took=steps["seconds"].map(duration))
+    details = queries.detail_means(db, run_id, "test").map(percent).add_prefix("test ")
+    table = table.join(details, on="index")
     st.dataframe(table, hide_index=True, placeholder="—",
-                 column_order=["index", "label", "kind", "status", "val", "test", "took", "adapter_path", "error"],
+                 column_order=["index", "label", "kind", "status", "val", "test", *details.columns, "took",
+                               "adapter_path", "error"],
                  column_config={"index": "step", "label": "after", "val": "val %", "test": "test %",
                                 "adapter_path": "LoRA adapter"})
 
@@ -117,6 +120,9 @@ def _training(db: Sessions, run_id: int) -> None:
         return
     st.plotly_chart(loss_curves(jobs), key=f"losses-{run_id}")
     for job in jobs:
+        if job["error"]:
+            st.warning(f"step {job['step_index']} ({job['step_label']}): no LoRA job, {job['error']}")
+            continue
         st.caption(f"step {job['step_index']} ({job['step_label']}): {job['examples']} SFT conversations, "
                    f"{duration(job['seconds']) or '—'}, adapter {job['adapter_path'] or '—'}")
         st.dataframe(pd.DataFrame([job["hyperparams"]]).astype(str), hide_index=True)

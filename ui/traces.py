@@ -60,6 +60,9 @@ def show_example_under(db: Sessions, title: str, view: View, split: str, index: 
         st.info("This example was not scored here.")
         return
     score_badge(result["score"], result["error"])
+    if result["details"]:
+        st.caption("MEASURES")
+        show_fields({name: f"{value:.2f}" for name, value in result["details"].items()})
     st.caption("PREDICTION")
     show_fields(result["prediction"])
     for call in queries.traces(db, view["program_id"], split, index):

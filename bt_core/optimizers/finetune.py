@@ -3,8 +3,10 @@
 Every module call of every trace whose final answer passes the metric becomes one chat SFT
 conversation: the prompt the student's module will see (its own demos) and the parsed output
 as the answer; all modules' data are pooled because they share one LM. A program without
-demos gets a labeled-demo teacher, so that "w" alone has traces to learn from. Each adapter is trained on the base
-model, so it is a plain PEFT adapter that PEFT and vLLM load as is.
+demos gets a labeled-demo teacher, so that "w" alone has traces to learn from. When no trace
+passes (a weak model on a hard task), the step keeps the weights and records why, rather than
+failing the run and losing the steps after it. Each adapter is trained on the base model, so
+it is a plain PEFT adapter that PEFT and vLLM load as is.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.recording import recorder
 
 
-class NoTrainingData(ValueError):
-    """No trace passed the metric, so there is nothing to fine-tune on."""
-
-
 @dataclass
 class BootstrapFinetune:
     metric: Metric
@@ -43,8 +41,11 @@ class BootstrapFinetune:
         results = bootstrap_traces(teacher, trainset, self.metric, self.threads)
         conversations = sft_conversations(program, results)
         if not conversations:
-            raise NoTrainingData(f"w step: none of the {len(trainset)} training traces passed the metric; "
-                                 "nothing to fine-tune on (run p first, or give more training examples)")
+            recorder().training_skipped(
+                f"none of the {len(trainset)} training traces passed the metric, so there was nothing to "
+                "fine-tune on and the weights stay as they were (run p first, or give more training examples)",
+                self.lora)
+            return program
         recorder().progress(f"LoRA fine-tuning on {len(conversations)} module calls")
         log = lm.with_adapter(None).train_adapter(conversations, self.lora, self._adapter_dir(conversations),
                                                   on_log=recorder().training_loss)

@@ -8,6 +8,7 @@ Registering is one decorator on the class.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -56,7 +57,6 @@ class Task(ABC):
 
 
 _TASKS: dict[str, type[Task]] = {}
-_MODULES = ["bt_core.tasks.iris", "bt_core.tasks.gsm8k", "bt_core.tasks.hotpotqa"]
 
 
 def register(cls: type[Task]) -> type[Task]:
@@ -65,12 +65,11 @@ def register(cls: type[Task]) -> type[Task]:
 
 
 def _load_builtin() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a missing task file is fine; a broken one is not
-                raise
+    """Import every file of the bt_core.tasks package, so a new task is one file dropped there."""
+    import bt_core.tasks as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def task_names() -> list[str]:

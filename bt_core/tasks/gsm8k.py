@@ -3,7 +3,8 @@
 Data comes from `$BT_DATA_DIR/gsm8k/{train,test}.jsonl` (the original OpenAI files), else from
 the Hugging Face hub (`openai/gsm8k`) when `datasets` is installed and the hub is not set
 offline. Train and validation are drawn from train.jsonl by the run's seed; test is a fixed
-sample of test.jsonl, so every strategy and seed is scored on the same problems. The metric
+sample of test.jsonl, so every strategy and seed is scored on the same problems. Examples keep
+the gold worked solution (as DSPy's GSM8K does), which labeled demos show. The metric
 compares the last number in the predicted answer with the gold number after `####`.
 """
 
@@ -45,7 +46,7 @@ class GSM8K(Task):
     description = "Grade-school math; 1 chain-of-thought module; numeric answer match"
     sizes = {
         "smoke": Sizes(train=8, val=6, test=8),
-        "default": Sizes(train=40, val=30, test=60),
+        "default": Sizes(train=20, val=15, test=30),
         "paper": Sizes(train=1000, val=250, test=1319, p_train=100, p_val=250),
     }
 
@@ -66,8 +67,9 @@ class GSM8K(Task):
 
 
 def _examples(rows: list[dict]) -> list[Example]:
-    return [Example(question=r["question"], answer=gold_answer(r["answer"])).with_inputs("question")
-            for r in rows]
+    """Each keeps its worked solution as `reasoning`, so labeled demos show how to get there."""
+    return [Example(question=r["question"], reasoning=gold_reasoning(r["answer"]),
+                    answer=gold_answer(r["answer"])).with_inputs("question") for r in rows]
 
 
 def gold_answer(solution: str) -> str:
@@ -78,6 +80,13 @@ def gold_answer(solution: str) -> str:
     return number.strip().replace(",", "")
 
 
+def gold_reasoning(solution: str) -> str:
+    """The solution's steps without the calculator annotations: '48/2 = <<48/2=24>>24' -> '48/2 = 24'."""
+    steps, _, _ = solution.rpartition("####")
+    return " ".join(_CALCULATOR.sub("", steps).split())
+
+
+_CALCULATOR = re.compile(r"<<[^>]*>>")
 # A number not glued to a word: "$1,234.50", "-7", "18.", "3-4" (gives 3 and 4, not -4).
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\w.])-?\.\d+")
 

@@ -83,7 +83,7 @@ class HotPotQA(Task):
     description = "Multi-hop QA; 2 query hops with BM25 retrieval + an answer module; exact match"
     sizes = {
         "smoke": Sizes(train=8, val=6, test=8),
-        "default": Sizes(train=30, val=25, test=50),
+        "default": Sizes(train=20, val=15, test=30),
         # The paper's 1000/500/1500 do not fit the 1578 offline examples; p keeps 100/250.
         "paper": Sizes(train=778, val=300, test=500, p_train=100, p_val=250),
     }

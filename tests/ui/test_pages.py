@@ -233,3 +233,15 @@ def test_a_failed_run_shows_its_error(db_copy, monkeypatch, tmp_path):
     app = start(db_copy, monkeypatch, "runs", run=run_id)
     text = shown_text(app)
     assert "The run failed" in text and error in text
+
+
+def test_hotpotqa_runs_and_traces_show_each_hops_retrieval(multitask_db, monkeypatch):
+    run_id = int(queries.runs_page(session_factory(multitask_db)).set_index("task").at["hotpotqa", "id"])
+    app = start(multitask_db, monkeypatch, "runs", run=run_id)
+    steps = next(d.value for d in app.dataframe if "kind" in d.value.columns)
+    assert {"test f1", "test recall_hop1", "test recall_hop2", "test recall"} <= set(steps.columns)
+    app = start(multitask_db, monkeypatch, "traces", run=run_id)
+    app.multiselect[0].set_value([run_id]).run()
+    text = shown_text(app)
+    assert "MEASURES" in text and "recall_hop2" in text and "titles_hop2" in text
+    assert "generate_query[0]" in text and "generate_query[1]" in text and "generate_answer" in text

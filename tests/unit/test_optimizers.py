@@ -5,9 +5,9 @@ import pytest
 from bt_core.evaluate import evaluate
 from bt_core.optimizers import (BetterTogether, BootstrapFewShot, BootstrapFewShotWithRandomSearch,
                                 BootstrapFinetune, LabeledFewShot)
-from bt_core.optimizers.finetune import NoTrainingData
 from bt_core.lm.lora import LoraConfig
 from bt_core.lm.scripted import ScriptedLM
+from bt_core.recording import Recorder, recording
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task
 from tests.scripted import scripted_iris_lm
@@ -74,11 +74,20 @@ def test_finetune_trains_on_passing_traces_and_rebinds_the_lm(student, tmp_path)
     assert prompted.bound_lm().adapter_path is None
 
 
-def test_finetune_without_any_passing_trace_fails_loudly(tmp_path):
+def test_finetune_without_any_passing_trace_keeps_the_weights_and_says_why(tmp_path):
     program = IRIS.program()
-    program.set_lm(ScriptedLM(lambda m, t: "no idea"))
-    with pytest.raises(NoTrainingData, match="none of the 15 training traces passed"):
-        BootstrapFinetune(IRIS.metric, tmp_path).compile(program, trainset=SPLITS.train)
+    lm = ScriptedLM(lambda m, t: "no idea")
+    program.set_lm(lm)
+    skipped = []
+
+    class Skips(Recorder):
+        def training_skipped(self, reason, config):
+            skipped.append(reason)
+
+    with recording(Skips()):
+        tuned = BootstrapFinetune(IRIS.metric, tmp_path).compile(program, trainset=SPLITS.train)
+    assert tuned.bound_lm() is lm and not list(tmp_path.iterdir())
+    assert len(skipped) == 1 and "none of the 15 training traces passed" in skipped[0]
 
 
 def test_better_together_chains_steps_and_keeps_every_prefix(student, tmp_path):

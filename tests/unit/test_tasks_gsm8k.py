@@ -13,7 +13,7 @@ import pytest
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import Example, Prediction, capture_trace
 from bt_core.tasks import get_task
-from bt_core.tasks.gsm8k import gold_answer, parse_number
+from bt_core.tasks.gsm8k import gold_answer, gold_reasoning, parse_number
 
 TRAIN_FILE = Path(os.environ["BT_DATA_DIR"]) / "gsm8k" / "train.jsonl"
 
@@ -52,6 +52,14 @@ def test_gold_answers_of_the_real_file(train_rows):
     assert "-7" in golds  # negatives survive
     with_comma = next(r for r in train_rows if "," in r["answer"].rpartition("####")[2])
     assert "," not in gold_answer(with_comma["answer"])
+
+
+def test_examples_carry_the_worked_solution_without_calculator_notes(task, train_rows):
+    assert gold_reasoning(train_rows[0]["answer"]) == (
+        "Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether in April and May.")
+    example = task.load(8, 6, 8, seed=0).train[0]
+    assert example.inputs().keys() == {"question"}
+    assert example["reasoning"] and "<<" not in example["reasoning"] and "####" not in example["reasoning"]
 
 
 def test_the_last_number_of_real_solutions_is_mostly_the_gold(train_rows):
