@@ -77,10 +77,11 @@ def vllm_prefix(lm: LM, batch: list[Messages], params: SamplingParams, cached: b
                           for o in llm.chat(batch, sampling, use_tqdm=False)])
 
 
-def report(rows: list[tuple[str, tuple[float, float]]], baselines: dict[str, float]) -> None:
-    for name, (rate, seconds) in rows:
-        ratios = "  ".join(f"{rate / base:5.2f}x {label}" for label, base in baselines.items())
-        print(f"  {name:<34}: {rate:7.1f} tokens/s  ({seconds:5.1f} s)   {ratios}")
+def report(name: str, result: tuple[float, float], baselines: dict[str, float]) -> None:
+    """One line as soon as it is measured; ratios against the baselines measured before it."""
+    rate, seconds = result
+    ratios = "  ".join(f"{rate / base:5.2f}x {label}" for label, base in baselines.items())
+    print(f"  {name:<34}: {rate:7.1f} tokens/s  ({seconds:5.1f} s)   {ratios}", flush=True)
 
 
 def main() -> None:
@@ -95,33 +96,39 @@ def main() -> None:
     adapter_dir = tempfile.mkdtemp(prefix="bt-bench-adapter-")
     hf.train_adapter([[*m, {"role": "assistant", "content": "A short answer."}] for m in long_form(8)], ADAPTER,
                      Path(adapter_dir))
-    hf_tuned = hf.with_adapter(adapter_dir)
     vllm = vllm_lm(spec, args.calls)
-    views = [hf, hf_tuned] + ([vllm, vllm.with_adapter(adapter_dir)] if vllm is not None else [])
-    for lm in views:  # warm up: load, merge or send the adapter once before timing
+    views = {"hf": hf, "hf adapter": hf.with_adapter(adapter_dir)}
+    if vllm is not None:
+        views |= {"vllm": vllm, "vllm adapter": vllm.with_adapter(adapter_dir)}
+    for lm in views.values():  # warm up: load, merge or send the adapter once before timing
         lm.generate(long_form(1), SamplingParams(max_new_tokens=4))
     print(f"model {args.model}, {args.calls} calls, up to {args.tokens} new tokens, greedy, "
-          f"hf on {hf.model().device}, vLLM {'not installed' if vllm is None else 'on its engine'}")
+          f"hf on {hf.model().device}, vLLM {'not installed' if vllm is None else 'on its engine'}", flush=True)
 
     prompts = long_form(args.calls)
-    one_at_a_time = timed(lambda: [hf.generate([m], params)[0] for m in prompts])
-    rows = [("transformers one call at a time", one_at_a_time),
-            (f"transformers {args.calls} batched", batched(hf, prompts, params)),
-            (f"transformers {args.calls} batched, adapter", batched(hf_tuned, prompts, params))]
-    if vllm is not None:
-        rows += [(f"vLLM {args.calls} batched", batched(vllm, prompts, params)),
-                 (f"vLLM {args.calls} batched, adapter", batched(views[3], prompts, params))]
     print("long-form answers:")
-    report(rows, {"one at a time": rows[0][1][0], "hf batched": rows[1][1][0]})
+    baselines: dict[str, float] = {}
+    one = timed(lambda: [hf.generate([m], params)[0] for m in prompts])
+    report("transformers one call at a time", one, baselines)
+    baselines["one at a time"] = one[0]
+    both = batched(hf, prompts, params)
+    report(f"transformers {args.calls} batched", both, baselines)
+    baselines["hf batched"] = both[0]
+    report(f"transformers {args.calls} batched, adapter", batched(views["hf adapter"], prompts, params), baselines)
+    if vllm is not None:
+        report(f"vLLM {args.calls} batched", batched(vllm, prompts, params), baselines)
+        report(f"vLLM {args.calls} batched, adapter", batched(views["vllm adapter"], prompts, params), baselines)
 
     prompts = shared_prefix(args.calls)
-    rows = [(f"transformers {args.calls} batched", batched(hf, prompts, params))]
-    if vllm is not None:
-        rows += [("vLLM, prefix caching off", vllm_prefix(vllm, prompts, params, cached=False)),
-                 ("vLLM, prefix caching on", vllm_prefix(vllm, prompts, params, cached=True))]
     print(f"Iris prompts sharing {len(prompts[0]) - 2} demo turns ({prompt_tokens(hf, prompts[0])} prompt tokens "
           "in the first):")
-    report(rows, {"hf batched": rows[0][1][0]} | ({"prefix off": rows[1][1][0]} if vllm is not None else {}))
+    both = batched(hf, prompts, params)
+    report(f"transformers {args.calls} batched", both, {})
+    if vllm is not None:
+        off = vllm_prefix(vllm, prompts, params, cached=False)
+        report("vLLM, prefix caching off", off, {"hf batched": both[0]})
+        report("vLLM, prefix caching on", vllm_prefix(vllm, prompts, params, cached=True),
+               {"hf batched": both[0], "prefix off": off[0]})
 
 
 def vllm_lm(spec: ModelSpec, calls: int) -> LM | None:
