@@ -34,9 +34,10 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def stop_vllm_engine():
-    """Stop a vLLM engine this session started while pytest still captures its shutdown logging."""
+    """Stop a vLLM engine a test module started: its memory goes back before the next module's
+    worker processes start their own, and its shutdown logs while pytest still captures them."""
     yield
     if "bt_core.lm.vllm" in sys.modules:
         sys.modules["bt_core.lm.vllm"].close_engine()

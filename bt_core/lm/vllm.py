@@ -69,7 +69,6 @@ def close_engine() -> None:
 
 
 def _start(folder: str, lora_rank: int) -> vllm.LLM:
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import torch
     import vllm
 
