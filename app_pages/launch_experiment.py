@@ -55,6 +55,8 @@ with form:
             st.caption("Pick a valid model to edit the settings.")
         else:
             overrides = advanced_settings(defaults)
+            for model in valid:  # e.g. a backend that cannot serve one of them
+                check(lambda m: resolve_config(task, m, "vanilla", 0, budget, overrides), model)
     name = st.text_input("Experiment name", f"{task} · {', '.join(models)} · {budget}")
 
 runs = len(models) * len(strategies) * len(seeds)

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", default="p -> w -> p")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--budget", default="smoke")
+    run.add_argument("--backend", default="auto", help="inference: auto (vLLM where it can serve the model), "
+                                                       "hf (transformers) or vllm")
     run.add_argument("--name", default="", help="experiment name")
     run.set_defaults(handler=cmd_run)
     worker = sub.add_parser("worker", help="serve queued runs, here or over a Ray cluster")
@@ -75,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bt_core.experiments import new_run
     from bt_core.runner import run_to_end
 
-    config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget)
+    config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
+                            {"backend": args.backend})
     sessions = _sessions(args)
     with sessions.begin() as session:
         run = new_run(config)
@@ -83,8 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         session.add(Experiment(name=args.name or f"{args.task} {config.strategy}", runs=[run]))
         session.flush()
         run_id = run.id
-    print(f"run {run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / {config.budget}",
-          flush=True)
+    print(f"run {run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / {config.budget}"
+          f" / {config.backend}", flush=True)
     status = run_to_end(sessions, run_id)
     cmd_show(argparse.Namespace(db=args.db, run_id=run_id))
     return 0 if status == RunStatus.done else 1

@@ -36,7 +36,7 @@ class RunConfig(BaseModel):
     strategy: str = "p -> w -> p"
     seed: int = 0
     budget: BudgetName = "smoke"
-    backend: Literal["hf"] = "hf"
+    backend: Literal["hf", "vllm"] = "hf"  # resolved from the request (auto, hf, vllm): what ran
     sizes: Sizes
     num_candidates: int = Field(3, ge=0)  # random-search candidates beyond the 3 fixed ones
     max_bootstrapped_demos: int = Field(3, ge=0)  # per module
@@ -59,15 +59,20 @@ class RunConfig(BaseModel):
 
 def resolve_config(task: str, model: str = "smollm2-135m", strategy: str = "p -> w -> p", seed: int = 0,
                    budget: str = "smoke", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Validate names and fill every setting from the budget; raise ValueError with a clear line."""
+    """Validate names and fill every setting from the budget; raise ValueError with a clear line.
+
+    overrides["backend"] is a request (auto, hf, vllm, default auto); the config stores what it resolves to.
+    """
+    from bt_core.lm.backends import resolve_backend
     from bt_core.lm.models import resolve_model
     from bt_core.tasks import get_task
 
     task_def = get_task(task)
-    resolve_model(model)
+    spec = resolve_model(model)
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
     overrides = dict(overrides or {})
+    overrides["backend"] = resolve_backend(overrides.get("backend", "auto"), spec)
     lora = {**asdict(LORA[budget]), "seed": seed, **overrides.pop("lora", {})}
     paper = budget == "paper"
     base = {"task": task, "model": model, "strategy": strategy, "seed": seed, "budget": budget,

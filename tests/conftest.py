@@ -37,6 +37,15 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stop_vllm_engine():
+    """Stop a vLLM engine a test module started: its memory goes back before the next module's
+    worker processes start their own, and its shutdown logs while pytest still captures them."""
+    yield
+    if "bt_core.lm.vllm" in sys.modules:
+        sys.modules["bt_core.lm.vllm"].close_engine()
+
+
 def bt(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the CLI as a user would."""
     return subprocess.run([sys.executable, "-m", "bt_core", *args], cwd=REPO, capture_output=True, text=True,

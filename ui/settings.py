@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from bt_core.config import RunConfig
+from bt_core.lm.backends import BACKENDS
 
 
 def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
@@ -23,7 +24,11 @@ def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
             "learning_rate": right.number_input("LoRA learning rate", 1e-7, 1e-1, float(defaults.lora["learning_rate"]),
                                                 1e-5, "%.1e"),
             "epochs": right.number_input("LoRA epochs", 1, 50, defaults.lora["epochs"])}
+    backend = left.selectbox("Inference backend", BACKENDS, help=f"auto runs on {defaults.backend} here: vLLM "
+                             "wherever it can serve the model, else transformers (hf).")
     overrides: dict[str, Any] = {k: v for k, v in prompts.items() if v != getattr(defaults, k)}
+    if backend != "auto":
+        overrides["backend"] = backend
     if any(v != defaults.lora[k] for k, v in lora.items()):
         overrides["lora"] = lora
     return overrides

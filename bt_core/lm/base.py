@@ -52,12 +52,15 @@ class TrainingLog:
 class LM(ABC):
     """A chat model, possibly with a LoRA adapter, that generates for batches of conversations."""
 
+    backend: str  # names the implementation in cache keys: backends decode the same model differently
+
     def __init__(self, name: str, adapter_path: str | None = None,
                  cache: LMCache | None = None, max_batch_size: int = 16) -> None:
         self.name = name
         self.adapter_path = adapter_path
         self.cache = cache
         self.max_batch_size = max_batch_size
+        self.batches: list[int] = []  # size of every _generate call, so tests can see batching
         self._batcher = None
         self._batcher_lock = threading.Lock()
 
@@ -76,8 +79,8 @@ class LM(ABC):
 
     @property
     def identity(self) -> str:
-        """What the cache keys on: the model and the adapter's content, not its path."""
-        return f"{self.name}|{adapter_fingerprint(self.adapter_path)}"
+        """What the cache keys on: the backend, the model and the adapter's content, not its path."""
+        return f"{self.backend}|{self.name}|{adapter_fingerprint(self.adapter_path)}"
 
     def generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         keys = [self._cache_key(m, params) for m in batch]
@@ -86,6 +89,7 @@ class LM(ABC):
         fresh: list[Completion] = []
         for start in range(0, len(misses), self.max_batch_size):
             chunk = misses[start:start + self.max_batch_size]
+            self.batches.append(len(chunk))
             fresh.extend(self._generate([batch[i] for i in chunk], params))
         if self.cache is not None and fresh:
             self.cache.put_many({keys[i]: c for i, c in zip(misses, fresh)})

