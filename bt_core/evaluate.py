@@ -61,8 +61,9 @@ def run_example(program: Module, index: int, example: Example, metric: Metric,
     names = {id(p): name for name, p in program.named_predictors()}
     for call in calls:
         call.module = names[id(call.predictor)]
-    if prediction is None:
-        return ExampleResult(index, example, None, 0.0, list(calls), error)
+    if prediction is None:  # a failed example scores 0, and 0 on every secondary measure too
+        extra = details(example, Prediction()) if details else {}
+        return ExampleResult(index, example, None, 0.0, list(calls), error, extra)
     score = float(metric(example, prediction, None))
     extra = details(example, prediction) if details else {}
     return ExampleResult(index, example, prediction, score, list(calls), None, extra)

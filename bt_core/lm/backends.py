@@ -75,7 +75,11 @@ def _architecture_problem(spec: ModelSpec) -> str | None:
 
 def _architectures(spec: ModelSpec) -> list[str]:
     if spec.gguf_file is None:
-        return json.loads((Path(spec.source) / "config.json").read_text()).get("architectures") or []
+        try:
+            config = json.loads((Path(spec.source) / "config.json").read_text())
+        except (OSError, ValueError):  # unreadable: not for vLLM; transformers' load will say what is wrong
+            return []
+        return config.get("architectures") or []
     from gguf import GGUFReader
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

@@ -18,9 +18,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('vllm') / 'studio.sqlite'}"
+    folder = tmp_path_factory.mktemp("vllm")
+    url = f"sqlite:///{folder / 'studio.sqlite'}"
+    # A private LM cache: with `auto` on vLLM, filled_db's runs already made these very calls.
     result = bt("--db", url, "run", "--task", "iris", "--strategy", "p -> w", "--budget", "smoke",
-                "--backend", "vllm", timeout=1500)
+                "--backend", "vllm", env={"BT_LM_CACHE": str(folder / "lm_cache.sqlite")}, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("run 1: iris / smollm2-135m / p -> w / seed 0 / smoke / vllm")
     return url
