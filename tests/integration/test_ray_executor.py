@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import func, select
 
 from bt_core.experiments import launch_experiment
-from db.models import Run, RunStatus, Step, StepStatus, Trace, Worker
+from db.models import Run, RunStatus, StepStatus, Trace, Worker
 from db.session import session_factory
 from tests.conftest import REPO, bt, wait_for
 from tests.raycluster import Cluster, ray_cluster
+from tests.resume import assert_resumed_at_the_w_step, duplicated_traces, step_rows
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +38,6 @@ def serve(cluster: Cluster, url: str, log: Path, *extra: str) -> subprocess.Pope
         return subprocess.Popen([sys.executable, "-m", "bt_core", "--db", url, "worker", "--executor", "ray",
                                  "--address", cluster.address, *extra],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def steps_of(sessions, run_id):
-    with sessions() as session:
-        return [(s.index, s.id, s.status, s.started_at) for s in
-                session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.index))]
-
-
-def duplicated_traces(sessions, run_id):
-    with sessions() as session:
-        return session.execute(
-            select(Trace.program_id, Trace.split, Trace.example_index, Trace.position, func.count())
-            .where(Trace.run_id == run_id)
-            .group_by(Trace.program_id, Trace.split, Trace.example_index, Trace.position)
-            .having(func.count() > 1)).all()
 
 
 def test_a_grid_runs_as_ray_tasks_into_postgresql(cluster, postgres_url):
@@ -78,24 +64,21 @@ def test_a_killed_ray_worker_resumes_its_run_at_the_unfinished_step(cluster, pos
     log = tmp_path / "driver.log"
     driver = serve(cluster, postgres_url, log, "--once")
     try:
-        wait_for(lambda: [s[2] for s in steps_of(sessions, 1)] == [StepStatus.done, StepStatus.done,
+        wait_for(lambda: [s[2] for s in step_rows(sessions, 1)] == [StepStatus.done, StepStatus.done,
                                                                     StepStatus.running],
                  timeout=900, interval=0.5, what="the w step to start")
         time.sleep(3)  # into its trace collection or LoRA training
         with sessions() as session:
             killed = session.get(Run, 1).worker
         os.kill(int(killed.rsplit(":", 1)[1]), signal.SIGKILL)  # the Ray worker process, not the driver
-        before = steps_of(sessions, 1)
+        before = step_rows(sessions, 1)
         assert driver.wait(timeout=900) == 0, log.read_text()[-3000:]
     finally:
         if driver.poll() is None:
             driver.kill()
-    after = steps_of(sessions, 1)
-    assert after[:2] == before[:2]  # finished steps kept, not recomputed
-    assert after[2][2] == StepStatus.done and after[2][3] > before[2][3]  # the w step was redone
+    assert_resumed_at_the_w_step(sessions, 1, before)
     with sessions() as session:
         run = session.get(Run, 1)
         assert run.status == RunStatus.done and run.test_score is not None and run.worker != killed
-    assert duplicated_traces(sessions, 1) == []
     assert "run 1: its Ray task died" in log.read_text()
 

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from bt_core.experiments import launch_experiment, request_cancel
-from db.models import Run, RunStatus, Step, StepStatus, Trace
+from db.models import Run, RunStatus, StepStatus
 from db.session import session_factory
 from tests.conftest import REPO, wait_for
+from tests.resume import assert_resumed_at_the_w_step, step_rows
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +25,6 @@ def start_worker(url: str, log: Path, *extra: str) -> subprocess.Popen:
     with open(log, "a") as out:
         return subprocess.Popen([sys.executable, "-m", "bt_core", "--db", url, "worker", *extra], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
-
-
-def step_rows(sessions, run_id):
-    with sessions() as session:
-        return [(s.index, s.id, s.status, s.started_at, s.finished_at) for s in
-                session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.index))]
 
 
 def run_status(sessions, run_id):
@@ -65,17 +59,10 @@ def test_sigkill_during_w_resumes_at_that_step(tmp_path):
     finally:
         second.terminate()
         second.wait()
-    after = step_rows(sessions, 1)
-    assert after[:2] == before[:2]  # finished steps kept, not recomputed
-    assert after[2][2] == StepStatus.done and after[2][3] > before[2][3]  # the w step was redone
+    assert_resumed_at_the_w_step(sessions, 1, before)
     with sessions() as session:
         run = session.get(Run, 1)
         assert run.status == RunStatus.done and run.test_score is not None
-        duplicates = session.execute(
-            select(Trace.program_id, Trace.split, Trace.example_index, Trace.position, func.count())
-            .where(Trace.run_id == 1).group_by(Trace.program_id, Trace.split, Trace.example_index, Trace.position)
-            .having(func.count() > 1)).all()
-        assert duplicates == []
 
 
 def test_cancel_stops_a_running_run_within_seconds(tmp_path):
