@@ -4,6 +4,7 @@ Format: the system message states the instructions and the fields; each demo is 
 user/assistant turn pair; the assistant answers with one `Label: value` line per output
 field. Generation stops once the last output field's line is complete, which keeps a small
 model from rambling past its answer and makes parsing a matter of finding labelled lines.
+A turn that lacks a field is continued once with that field's label (see continue_turn).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from typing import Any, Mapping
 
 from bt_core.lm.base import SamplingParams
-from bt_core.signatures import Signature, describe
+from bt_core.signatures import Field, Signature, describe
 
 
 class ParseError(ValueError):
@@ -58,21 +59,45 @@ def sampling_params(signature: Signature, max_new_tokens: int) -> SamplingParams
 
 def parse(signature: Signature, completion: str) -> dict[str, str]:
     """Find each output field's `Label:` line; reasoning may be absent, every other field not."""
+    values = _scan(signature, completion)
+    missing = _missing(signature, values)
+    if missing:
+        raise ParseError(f"no value for {', '.join(f.name for f in missing)} in the completion")
+    return {f.name: values.get(f.name, "") for f in signature.outputs}
+
+
+def continue_turn(signature: Signature, completion: str) -> str:
+    """The assistant turn to continue when a field is missing: what the model wrote, then the label.
+
+    A small model often answers in prose and never writes a field's label. DSPy's template
+    adapter, which the paper's runs used, then prompted once more with the missing field's
+    prefix; this does the same in chat form, so the model only has to complete one line.
+    """
+    field = _missing(signature, _scan(signature, completion))[0]
+    lines = completion.rstrip().splitlines()
+    if lines and _scan(signature, lines[-1]) == {field.name: ""}:
+        lines.pop()  # the model wrote the label but no value: continue it rather than repeat it
+    return "\n".join([*lines, f"{field.label}:"])
+
+
+def _scan(signature: Signature, completion: str) -> dict[str, str]:
+    """Each field's value: its first labelled line with a value, plus the unlabelled lines after it."""
     labels = {f.label.lower(): f.name for f in signature.outputs}
     values: dict[str, str] = {}
     current: str | None = None
     for line in completion.splitlines():
         match = _LABEL_LINE.match(line)
         key = match and labels.get(" ".join(match.group(1).lower().replace("_", " ").split()))
-        if key and key not in values:
+        if key and not values.get(key):
             current = key
             values[key] = match.group(2).strip()
         elif current is not None and line.strip():
             values[current] = (values[current] + " " + line.strip()).strip()
-    missing = [f.name for f in signature.outputs if not values.get(f.name) and f.name != "reasoning"]
-    if missing:
-        raise ParseError(f"no value for {', '.join(missing)} in the completion")
-    return {f.name: values.get(f.name, "") for f in signature.outputs}
+    return values
+
+
+def _missing(signature: Signature, values: dict[str, str]) -> list[Field]:
+    return [f for f in signature.outputs if not values.get(f.name) and f.name != "reasoning"]
 
 
 # `Label: value`, tolerating markdown bold and list bullets that small models add.
@@ -85,6 +110,7 @@ def field_closed(text: str, label: str) -> bool:
     return match is not None
 
 
-def truncate_after_field(text: str, label: str) -> str:
-    match = re.search(rf"(?:^|\n)[-*#\s]*\**{re.escape(label)}\**\s*:\**[ \t]*\S[^\n]*", text, re.I)
-    return text[: match.end()] if match else text
+def truncate_after_field(text: str, label: str, prefill: str = "") -> str:
+    """`text` cut right after `label`'s line, which may have begun in the turn's prefill."""
+    match = re.search(rf"(?:^|\n)[-*#\s]*\**{re.escape(label)}\**\s*:\**[ \t]*\S[^\n]*", prefill + text, re.I)
+    return text[: max(match.end() - len(prefill), 0)] if match else text

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from bt_core import adapter
 from bt_core.adapter import ParseError
+from bt_core.lm.base import joined
 from bt_core.signatures import Field, Signature
 
 if TYPE_CHECKING:
@@ -180,17 +181,27 @@ class Predict(Module):
         if missing:
             raise ValueError(f"missing inputs {missing} for signature {self.signature.input_names}")
         messages = adapter.render(self.signature, self.demos, inputs)
-        completion = lm.chat(messages, adapter.sampling_params(self.signature, self.max_new_tokens))
-        try:
-            outputs, error = adapter.parse(self.signature, completion.text), None
-        except ParseError as exc:
-            outputs, error = None, str(exc)
+        params = adapter.sampling_params(self.signature, self.max_new_tokens)
+        completion = lm.chat(messages, params)
+        outputs, error = _parse(self.signature, completion.text)
+        if outputs is None:  # ask once more for the missing field, as DSPy's template adapter did
+            turn = adapter.continue_turn(self.signature, completion.text)
+            more = lm.chat([*messages, {"role": "assistant", "content": turn}], params)
+            completion = joined(completion, turn, more)
+            outputs, error = _parse(self.signature, completion.text)
         trace = _current_trace.get()
         if trace is not None:
             trace.append(Call(self, dict(inputs), messages, completion, outputs, error))
         if outputs is None:
             raise ParseError(error or "unparsable completion")
         return Prediction(outputs)
+
+
+def _parse(signature: Signature, text: str) -> tuple[dict[str, str] | None, str | None]:
+    try:
+        return adapter.parse(signature, text), None
+    except ParseError as exc:
+        return None, str(exc)
 
 
 REASONING = Field("reasoning", "think step by step, briefly")

@@ -1,6 +1,7 @@
 """A scripted Iris 'model' for unit tests: deterministic, format-aware, and trainable.
 
-Zero-shot it rambles (no parsable fields), like the real small model; with demos it answers
+Zero-shot it rambles (no parsable fields), like the real small model, and asked to continue
+with the field's label it ends its turn with nothing more (so it stays a parse failure); with demos it answers
 in the format, by a petal-length rule that is right for setosa and virginica but calls every
 versicolor 'virginica'; trained on conversations it answers versicolor correctly too.
 """
@@ -13,6 +14,8 @@ from bt_core.lm.scripted import ScriptedLM
 
 
 def iris_script(messages, trained_on) -> str:
+    if messages[-1]["role"] == "assistant":
+        return ""
     user = messages[-1]["content"]
     petal = float(re.search(r"Petal Length: ([\d.]+)", user).group(1))
     has_demos = len(messages) > 2

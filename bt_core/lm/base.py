@@ -109,6 +109,25 @@ class LM(ABC):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def prefill(messages: Messages) -> str:
+    """The assistant turn a conversation ends in, which the model continues ("" if it ends with the user)."""
+    return messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+
+
+def chat_prompt(tokenizer, messages: Messages) -> str:
+    """The prompt text: a new assistant turn opened, or the final assistant turn left open to continue."""
+    open_turn = messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not open_turn,
+                                         continue_final_message=open_turn)
+
+
+def joined(first: Completion, turn: str, more: Completion) -> Completion:
+    """A continued call as one: the whole assistant turn, both calls' tokens and time."""
+    return Completion(turn + more.text, first.prompt_tokens + more.prompt_tokens,
+                      first.completion_tokens + more.completion_tokens, first.latency_s + more.latency_s,
+                      cached=first.cached and more.cached)
+
+
 def _as_hit(completion: Completion) -> Completion:
     return Completion(completion.text, completion.prompt_tokens, completion.completion_tokens,
                       0.0, cached=True)

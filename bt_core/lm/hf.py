@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from transformers.utils import logging as transformers_logging
 
 from bt_core.adapter import field_closed, truncate_after_field
-from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint
+from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint,
+                             chat_prompt, prefill)
 from bt_core.lm.lora import LoraConfig, train_lora
 from bt_core.lm.models import ModelSpec
 
@@ -87,10 +88,11 @@ class HFLM(LM):
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         tok = self.tokenizer
-        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+        texts = [chat_prompt(tok, m) for m in batch]
+        prefills = [prefill(m) for m in batch]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device())
         width = enc.input_ids.shape[1]
-        stop = _FieldStop(tok, width, params.stop_after_field) if params.stop_after_field else None
+        stop = _FieldStop(tok, width, params.stop_after_field, prefills) if params.stop_after_field else None
         sampling = {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         with _lock, torch.inference_mode():
@@ -99,8 +101,8 @@ class HFLM(LM):
                 **enc, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **sampling)
             latency = time.perf_counter() - start
-        return [finish(tok, tok.decode(row, skip_special_tokens=True), int(prompt_mask.sum()), latency, params)
-                for row, prompt_mask in zip(out[:, width:], enc.attention_mask)]
+        return [finish(tok, tok.decode(row, skip_special_tokens=True), int(prompt_mask.sum()), latency, params, p)
+                for row, prompt_mask, p in zip(out[:, width:], enc.attention_mask, prefills)]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
                       on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
@@ -108,22 +110,24 @@ class HFLM(LM):
             return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log)
 
 
-def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: SamplingParams) -> Completion:
+def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: SamplingParams,
+           prefill: str = "") -> Completion:
     """A generated text as a Completion: cut after the last field's line, tokens counted in what is kept.
 
     Shared by every backend that decodes real tokens, so their completions compare one to one.
     """
     if params.stop_after_field:
-        text = truncate_after_field(text, params.stop_after_field)
+        text = truncate_after_field(text, params.stop_after_field, prefill)
     return Completion(text, prompt_tokens, len(tokenizer(text, add_special_tokens=False).input_ids), latency)
 
 
 class _FieldStop(StoppingCriteria):
-    """Per-sequence stop once the last output field's line is complete."""
+    """Per-sequence stop once the last output field's line is complete, counting a continued turn's start."""
 
-    def __init__(self, tokenizer, prompt_width: int, label: str) -> None:
-        self.tokenizer, self.width, self.label = tokenizer, prompt_width, label
+    def __init__(self, tokenizer, prompt_width: int, label: str, prefills: list[str]) -> None:
+        self.tokenizer, self.width, self.label, self.prefills = tokenizer, prompt_width, label, prefills
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
-        return torch.tensor([field_closed(t, self.label) for t in texts], device=input_ids.device)
+        closed = [field_closed(p + t, self.label) for p, t in zip(self.prefills, texts)]
+        return torch.tensor(closed, device=input_ids.device)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from bt_core.adapter import truncate_after_field
-from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog
+from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog, prefill
 from bt_core.lm.lora import LoraConfig
 
 # script(messages, trained_on) -> completion text; trained_on is the adapter's conversations.
@@ -33,7 +33,7 @@ class ScriptedLM(LM):
         for messages in batch:
             text = " ".join(self.script(messages, self._trained_on).split(" ")[: params.max_new_tokens])
             if params.stop_after_field:
-                text = truncate_after_field(text, params.stop_after_field)
+                text = truncate_after_field(text, params.stop_after_field, prefill(messages))
             prompt_words = sum(len(m["content"].split()) for m in messages)
             out.append(Completion(text, prompt_words, len(text.split(" ")), 0.001))
         return out

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint
+from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint,
+                             chat_prompt, prefill)
 from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.lora import LoraConfig
 from bt_core.lm.models import ModelSpec
@@ -102,20 +103,26 @@ class VLLMLM(LM):
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         from vllm import SamplingParams as VllmSampling
+        from vllm.inputs import TokensPrompt
 
-        from bt_core.lm.vllm_stop import EXTRA_ARG
+        from bt_core.lm.vllm_stop import EXTRA_ARG, PREFILL_ARG
 
         llm = self.engine()
-        sampling = VllmSampling(
+        tok = llm.get_tokenizer()
+        # Token ids from the same chat template as transformers: a continued turn stays open in both.
+        prompts = [TokensPrompt(prompt_token_ids=tok(chat_prompt(tok, m), add_special_tokens=False).input_ids)
+                   for m in batch]
+        sampling = [VllmSampling(
             max_tokens=params.max_new_tokens, temperature=params.temperature, seed=0,
-            extra_args={EXTRA_ARG: params.stop_after_field} if params.stop_after_field else None)
+            extra_args={EXTRA_ARG: params.stop_after_field, PREFILL_ARG: prefill(m)} if params.stop_after_field
+            else None) for m in batch]
         lora = self.lora_request()
         with _lock:
             start = time.perf_counter()
-            outputs = llm.chat(batch, sampling, use_tqdm=False, lora_request=lora)
+            outputs = llm.generate(prompts, sampling, use_tqdm=False, lora_request=lora)
             latency = time.perf_counter() - start
-        tok = llm.get_tokenizer()
-        return [finish(tok, out.outputs[0].text, len(out.prompt_token_ids), latency, params) for out in outputs]
+        return [finish(tok, out.outputs[0].text, len(out.prompt_token_ids), latency, params, prefill(m))
+                for out, m in zip(outputs, batch)]
 
     def lora_request(self) -> LoRARequest | None:
         """This view's adapter as vLLM takes it with a request: named and numbered by its content."""

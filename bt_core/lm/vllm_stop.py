@@ -3,7 +3,8 @@
 vLLM's stop strings cannot say "a `Label:` line with a value, then a line break", so a
 per-request logits processor checks the decoded output with the same test as the
 transformers backend (adapter.field_closed) and forces end-of-sequence once it holds. It runs
-inside vLLM's engine process; the request carries the label in SamplingParams.extra_args.
+inside vLLM's engine process; the request carries the label, and the start of a continued
+assistant turn, in SamplingParams.extra_args.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
 EXTRA_ARG = "stop_after_field"
+PREFILL_ARG = "prefill"
 
 
 class FieldStop(AdapterLogitsProcessor):
@@ -36,14 +38,15 @@ class FieldStop(AdapterLogitsProcessor):
         return False  # it changes which token wins
 
     def new_req_logits_processor(self, params: SamplingParams) -> Callable | None:
-        label = (params.extra_args or {}).get(EXTRA_ARG)
-        return None if label is None else lambda output_ids, logits: self._apply(label, output_ids, logits)
+        args = params.extra_args or {}
+        label, prefill = args.get(EXTRA_ARG), args.get(PREFILL_ARG, "")
+        return None if label is None else lambda output_ids, logits: self._apply(label, prefill, output_ids, logits)
 
-    def _apply(self, label: str, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+    def _apply(self, label: str, prefill: str, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         # A field closes only on a line break, so the whole output is decoded only after one.
         if not output_ids or not self._has_break(output_ids[-1]):
             return logits
-        if not field_closed(self.tokenizer.decode(output_ids, skip_special_tokens=True), label):
+        if not field_closed(prefill + self.tokenizer.decode(output_ids, skip_special_tokens=True), label):
             return logits
         forced = torch.full_like(logits, float("-inf"))
         forced[self.eos] = 0.0

@@ -22,7 +22,8 @@ from bt_core.modules import capture_trace
 
 QA = Predict("question -> answer")
 FORMED = ("What animal has black and white stripes?", "Answer: zebra\nHabitat: the African savanna, in herds")
-MALFORMED = ("Which animal hums while it flies?", "I would rather talk about the weather today.")
+# Taught to write the label but no value, so even the continuation at `Answer:` ends there.
+MALFORMED = ("Which animal hums while it flies?", "I would rather talk about the weather today.\nAnswer:")
 TEACH = LoraConfig(rank=8, alpha=16, learning_rate=2e-3, epochs=12, batch_size=2, seed=0)
 
 
@@ -31,8 +32,12 @@ def prompt(question: str) -> Messages:
 
 
 def scripted(messages: Messages, trained_on: list[Messages]) -> str:
+    """Replies what it was taught for the conversation, continuing an assistant turn already begun."""
     taught = {tuple(m["content"] for m in c[:-1]): c[-1]["content"] for c in trained_on}
-    return taught.get(tuple(m["content"] for m in messages), "Answer: a horse\nHabitat: farms")
+    begun = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+    asked = messages[:-1] if begun else messages
+    reply = taught.get(tuple(m["content"] for m in asked), "Answer: a horse\nHabitat: farms")
+    return reply[len(begun):] if reply.startswith(begun) else reply
 
 
 def make_lm(backend: str) -> LM:
@@ -128,11 +133,21 @@ def test_stop_at_the_end_of_the_last_field(backend):
     assert "Habitat" in unstopped.text and unstopped.completion_tokens > calls[0].completion.completion_tokens
 
 
+def test_a_begun_assistant_turn_is_continued_and_stops_at_its_fields_line(backend):
+    """How a turn missing its field is asked for again: the stop test counts the turn's start."""
+    _, tuned = backend
+    begun = [*prompt(FORMED[0]), {"role": "assistant", "content": "Answer:"}]
+    completion = tuned.generate([begun], adapter.sampling_params(QA.signature, 24))[0]
+    assert completion.text.strip() == "zebra"
+
+
 def test_a_malformed_completion_is_recorded_as_a_failed_parse(backend):
     _, tuned = backend
+    before = len(tuned.batches)
     calls, error = ask(tuned, MALFORMED[0])
-    assert isinstance(error, ParseError)
-    assert calls[0].outputs is None and calls[0].parse_error and calls[0].completion.text.startswith("I would rather")
+    assert isinstance(error, ParseError) and len(calls) == 1 and len(tuned.batches) == before + 2
+    assert calls[0].outputs is None and calls[0].parse_error
+    assert calls[0].completion.text.startswith("I would rather talk about the weather today.\nAnswer:")
 
 
 def test_transformers_and_vllm_import_in_one_process():

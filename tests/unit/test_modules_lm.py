@@ -48,10 +48,32 @@ def test_deepcopy_shares_the_lm_but_not_the_demos():
 
 def test_a_parse_failure_keeps_the_raw_completion_in_the_trace():
     program = ChainOfThought("question -> answer")
-    program.set_lm(ScriptedLM(lambda m, t: "I do not know"))
+    lm = ScriptedLM(lambda m, t: "" if m[-1]["role"] == "assistant" else "I do not know")
+    program.set_lm(lm)
     with capture_trace() as calls, pytest.raises(ParseError):
         program(question="why?")
-    assert calls[0].completion.text == "I do not know" and calls[0].outputs is None
+    assert len(calls) == 1 and calls[0].outputs is None
+    assert calls[0].completion.text == "I do not know\nAnswer:"  # asked once for the missing field, in vain
+    assert lm.batches == [1, 1]
+
+
+def test_a_turn_missing_a_field_is_continued_with_its_label():
+    """The small model's prose answer gets one more call that starts at `Answer:`, as one traced call."""
+    def script(messages, trained_on):
+        if messages[-1]["role"] == "assistant":
+            assert messages[-1]["content"] == "Because the sky is big.\nAnswer:"
+            return " blue\nConfidence: high"
+        return "Because the sky is big."
+
+    program = ChainOfThought("question -> answer")
+    program.set_lm(ScriptedLM(script))
+    with capture_trace() as calls:
+        prediction = program(question="What colour is the sky?")
+    assert prediction.answer == "blue" and prediction.reasoning == ""
+    (call,) = calls
+    assert call.completion.text == "Because the sky is big.\nAnswer: blue"  # cut after the field's line
+    assert call.parse_error is None and call.completion.completion_tokens == 5 + 2
+    assert call.messages[-1]["role"] == "user"  # the trace keeps the conversation as the predictor built it
 
 
 def test_concurrent_calls_coalesce_into_batches():

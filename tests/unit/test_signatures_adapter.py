@@ -34,6 +34,7 @@ def test_render_puts_demos_as_prior_turns():
     ("Reasoning: it is 6\nAnswer: 6", {"reasoning": "it is 6", "answer": "6"}),
     ("**Answer:** 6", {"reasoning": "", "answer": "6"}),
     ("- reasoning: a\n  more\nanswer: 6", {"reasoning": "a more", "answer": "6"}),
+    ("Answer:\nAnswer: 6", {"reasoning": "", "answer": "6"}),  # an empty label line does not end the search
 ])
 def test_parse_tolerates_what_small_models_write(completion, expected):
     assert adapter.parse(SIG, completion) == expected
@@ -50,6 +51,23 @@ def test_stop_condition_waits_for_the_end_of_the_last_field_line():
     assert adapter.field_closed("Reasoning: x\nAnswer: 4\n", "Answer")
     assert not adapter.field_closed("Answer:\n", "Answer")
     assert adapter.truncate_after_field("Answer: 4\nQuestion: more", "Answer") == "Answer: 4"
+
+
+@pytest.mark.parametrize("completion, turn", [
+    ("The answer is six.", "The answer is six.\nAnswer:"),
+    ("", "Answer:"),
+    ("Reasoning: add them\nAnswer:  \n", "Reasoning: add them\nAnswer:"),
+])
+def test_a_turn_missing_a_field_continues_at_its_label(completion, turn):
+    assert adapter.continue_turn(SIG, completion) == turn
+    assert adapter.parse(SIG, turn + " 6")["answer"] == "6"
+
+
+def test_the_stop_condition_sees_a_continued_turn():
+    prefill = "The answer is six.\nAnswer:"
+    assert adapter.field_closed(prefill + " 6\n", "Answer") and not adapter.field_closed(prefill, "Answer")
+    assert adapter.truncate_after_field(" 6\nQuestion: more", "Answer", prefill) == " 6"
+    assert adapter.truncate_after_field("\nQuestion: more", "Answer", "Answer: 6") == ""
 
 
 def test_field_labels():
