@@ -208,8 +208,13 @@ def test_prompts_show_instructions_demos_and_a_diff(filled_db, monkeypatch):
     demos = [d.value for d in app.dataframe]
     assert any({"species", "petal_length"} <= set(d.columns) for d in demos)
     assert "Given the measurements of an iris flower" in shown_text(app)
+    programs = queries.programs(session_factory(filled_db), runs["p -> w -> p"], with_state=True)
+    taught = next(row["id"] for row in programs.to_dict("records")
+                  if any(p["demos"] for p in row["state"].values()))
+    next(s for s in app.selectbox if s.label == "From").set_value(int(programs["id"].iloc[0]))  # zero-shot
+    next(s for s in app.selectbox if s.label == "To").set_value(int(taught)).run()
     diff = [c for c in app.code if c.language == "diff"]
-    assert diff and diff[0].value.startswith("--- program")
+    assert diff and diff[0].value.startswith(f"--- program {programs['id'].iloc[0]}") and "+" in diff[0].value
 
 
 def test_no_page_renders_raw_html():
