@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", default="p -> w -> p")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--budget", default="smoke")
-    run.add_argument("--backend", default="auto", help="inference: auto (vLLM where it can serve the model), "
-                                                       "hf (transformers) or vllm")
+    run.add_argument("--backend", default="auto", help="inference: auto (vLLM on a CUDA GPU that can serve the "
+                                                       "model, else transformers), hf (transformers) or vllm")
     run.add_argument("--name", default="", help="experiment name")
     run.set_defaults(handler=cmd_run)
     worker = sub.add_parser("worker", help="serve queued runs, here or over a Ray cluster")

