@@ -1,9 +1,9 @@
 """A scripted Iris 'model' for unit tests: deterministic, format-aware, and trainable.
 
 Zero-shot it rambles (no parsable fields), like the real small model, and asked to continue
-with the field's label it ends its turn with nothing more (so it stays a parse failure); with demos it answers
-in the format, by a petal-length rule that is right for setosa and virginica but calls every
-versicolor 'virginica'; trained on conversations it answers versicolor correctly too.
+at the field's label it ends its turn there (so it stays a parse failure); with demos it
+answers in the format, by a petal-length rule that is right for setosa and virginica but calls
+every versicolor 'virginica'; trained on conversations it answers versicolor correctly too.
 """
 
 from __future__ import annotations

@@ -112,17 +112,18 @@ class VLLMLM(LM):
         # Token ids from the same chat template as transformers: a continued turn stays open in both.
         prompts = [TokensPrompt(prompt_token_ids=tok(chat_prompt(tok, m), add_special_tokens=False).input_ids)
                    for m in batch]
+        prefills = [prefill(m) for m in batch]
         sampling = [VllmSampling(
             max_tokens=params.max_new_tokens, temperature=params.temperature, seed=0,
-            extra_args={EXTRA_ARG: params.stop_after_field, PREFILL_ARG: prefill(m)} if params.stop_after_field
-            else None) for m in batch]
+            extra_args={EXTRA_ARG: params.stop_after_field, PREFILL_ARG: p} if params.stop_after_field
+            else None) for p in prefills]
         lora = self.lora_request()
         with _lock:
             start = time.perf_counter()
             outputs = llm.generate(prompts, sampling, use_tqdm=False, lora_request=lora)
             latency = time.perf_counter() - start
-        return [finish(tok, out.outputs[0].text, len(out.prompt_token_ids), latency, params, prefill(m))
-                for out, m in zip(outputs, batch)]
+        return [finish(tok, out.outputs[0].text, len(out.prompt_token_ids), latency, params, p)
+                for out, p in zip(outputs, prefills)]
 
     def lora_request(self) -> LoRARequest | None:
         """This view's adapter as vLLM takes it with a request: named and numbered by its content."""

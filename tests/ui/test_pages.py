@@ -214,7 +214,8 @@ def test_prompts_show_instructions_demos_and_a_diff(filled_db, monkeypatch):
     next(s for s in app.selectbox if s.label == "From").set_value(int(programs["id"].iloc[0]))  # zero-shot
     next(s for s in app.selectbox if s.label == "To").set_value(int(taught)).run()
     diff = [c for c in app.code if c.language == "diff"]
-    assert diff and diff[0].value.startswith(f"--- program {programs['id'].iloc[0]}") and "+" in diff[0].value
+    assert diff and diff[0].value.startswith(f"--- program {programs['id'].iloc[0]}")
+    assert any(line.startswith("+") and not line.startswith("+++") for line in diff[0].value.splitlines())
 
 
 def test_no_page_renders_raw_html():
@@ -250,5 +251,5 @@ def test_hotpotqa_runs_and_traces_show_each_hops_retrieval(multitask_db, monkeyp
     app = start(multitask_db, monkeypatch, "traces", run=run_id)
     app.multiselect[0].set_value([run_id]).run()
     text = shown_text(app)
-    assert "MEASURES" in text and "recall_hop1" in text and "recall_hop2" in text
+    assert "MEASURES" in text and "recall_hop1" in text and "recall_hop2" in text and "titles_hop2" in text
     assert all(module in text for module in ("generate_query[0]", "generate_query[1]", "generate_answer"))
