@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bt_core.retrieval import BM25Retriever  # noqa: E402
-from bt_core.tasks.hotpotqa import dev_rows, passage_pool  # noqa: E402
+from bt_core.tasks.hotpotqa import passage_pool, source_rows  # noqa: E402
 
 KS = (1, 3, 5, 10)
 
@@ -43,7 +43,7 @@ def recall_at(retriever: BM25Retriever, rows: list[dict]) -> tuple[dict[int, flo
 
 def main() -> None:
     data_dir = os.environ.setdefault("BT_DATA_DIR", str(REPO.parent / "shared" / "data"))
-    rows, read_s = timed(lambda: dev_rows(data_dir))
+    (rows,), read_s = timed(lambda: source_rows(data_dir))  # the offline dev file
     pool = passage_pool(rows)
     with tempfile.TemporaryDirectory() as cache:
         _, build_s = timed(lambda: BM25Retriever(pool, Path(cache)))

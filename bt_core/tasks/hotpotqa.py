@@ -3,10 +3,11 @@
 The program is DSPy's multi-hop one: each hop writes a search query from the question and the
 passages found so far and retrieves 3 passages; a third module answers from all of them. Data
 comes from `$BT_DATA_DIR/hotpotqa/dev_distractor.jsonl` (real dev examples, distractor setting),
-else the hub's `hotpotqa/hotpot_qa` distractor validation split. Offline, that one file gives
-all three splits: a fixed test sample (the same for every seed) and train/val drawn by the
-run's seed from the rest, each stratified by question type (bridge/comparison). Passages come
-from BM25 over every context paragraph of the file, or from a ColBERTv2 server when
+else the hub's `hotpotqa/hotpot_qa` distractor config. Offline, that one file gives all three
+splits: a fixed test sample (the same for every seed) and train/val drawn by the run's seed from
+the rest. From the hub, as in the paper, train/val come from its train split and the fixed test
+sample from its validation split. Every split is stratified by question type (bridge/comparison).
+Passages come from BM25 over every loaded context paragraph, or from a ColBERTv2 server when
 BT_COLBERT_URL is set. The metric is exact match; details add F1 and per-hop recall of the
 gold supporting titles.
 """
@@ -89,11 +90,8 @@ class HotPotQA(Task):
     }
 
     def load(self, train: int, val: int, test: int, seed: int) -> Splits:
-        examples = [_example(row) for row in dev_rows(os.environ.get("BT_DATA_DIR"))]
-        kind = lambda e: e["type"]
-        test_split, rest = stratified_split(examples, (test, len(examples) - test), TEST_SEED, label=kind)
-        train_split, val_split = stratified_split(rest, (train, val), seed, label=kind)
-        return Splits(train_split, val_split, test_split)
+        sources = [[_example(row) for row in rows] for rows in source_rows(os.environ.get("BT_DATA_DIR"))]
+        return split_sources(sources, train, val, test, seed)
 
     def program(self) -> Module:
         return MultiHop(retriever())
@@ -107,6 +105,20 @@ class HotPotQA(Task):
         recall = lambda found: len(gold & found) / max(len(gold), 1)
         return {"f1": f1_score(str(prediction.get("answer", "")), example["answer"]),
                 "recall_hop1": recall(hop1), "recall_hop2": recall(hop2), "recall": recall(hop1 | hop2)}
+
+
+def split_sources(sources: list[list[Example]], train: int, val: int, test: int, seed: int) -> Splits:
+    """One source (the offline dev file) gives all three splits; two (the hub's train and validation
+    splits) give train/val from the first and test from the second, as the paper drew them."""
+    kind = lambda e: e["type"]
+    if len(sources) == 1:
+        (pool,) = sources
+        test_split, rest = stratified_split(pool, (test, max(len(pool) - test, 0)), TEST_SEED, label=kind)
+    else:
+        rest, test_pool = sources
+        (test_split,) = stratified_split(test_pool, (test,), TEST_SEED, label=kind)
+    train_split, val_split = stratified_split(rest, (train, val), seed, label=kind)
+    return Splits(train_split, val_split, test_split)
 
 
 def _example(row: dict) -> Example:
@@ -125,7 +137,7 @@ def retriever() -> Retriever:
 
 @lru_cache(maxsize=2)
 def _bm25(data_dir: str | None, cache_dir: Path) -> BM25Retriever:
-    return BM25Retriever(passage_pool(dev_rows(data_dir)), cache_dir)
+    return BM25Retriever(passage_pool(row for rows in source_rows(data_dir) for row in rows), cache_dir)
 
 
 def passage_pool(rows: Iterable[dict]) -> list[Passage]:
@@ -138,17 +150,17 @@ def passage_pool(rows: Iterable[dict]) -> list[Passage]:
 
 
 @lru_cache(maxsize=2)
-def dev_rows(data_dir: str | None) -> list[dict]:
-    """Keyed by BT_DATA_DIR so loads and the program's corpus agree; parsed once per process."""
-    (rows,) = load_rows(data_dir, (FILE,), "HotPotQA", HUB_ID, _from_hub, keys=KEYS)
-    return rows
+def source_rows(data_dir: str | None) -> tuple[list[dict], ...]:
+    """(dev file,) offline, (train, validation) from the hub; keyed by BT_DATA_DIR so loads and the
+    program's corpus agree, and parsed once per process."""
+    return tuple(load_rows(data_dir, (FILE,), "HotPotQA", HUB_ID, _from_hub, keys=KEYS))
 
 
 def _from_hub() -> list[list[dict]]:
     from datasets import load_dataset
 
-    split = load_dataset(HUB_ID, "distractor", split="validation")
-    return [[_from_hub_row(row) for row in split]]
+    return [[_from_hub_row(row) for row in load_dataset(HUB_ID, "distractor", split=split)]
+            for split in ("train", "validation")]
 
 
 def _from_hub_row(row: dict) -> dict:

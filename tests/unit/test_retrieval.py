@@ -14,12 +14,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from bt_core.retrieval import BM25Retriever, ColBERTv2, Passage, corpus_key, split_title
-from bt_core.tasks.hotpotqa import dev_rows, passage_pool
+from bt_core.tasks.hotpotqa import passage_pool, source_rows
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    return dev_rows(os.environ["BT_DATA_DIR"])
+    (dev_file,) = source_rows(os.environ["BT_DATA_DIR"])  # offline: one file
+    return dev_file
 
 
 @pytest.fixture(scope="module")

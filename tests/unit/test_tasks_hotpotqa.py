@@ -3,6 +3,8 @@ two-hop program end to end with a scripted LM."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bt_core.adapter import one_line
@@ -10,7 +12,8 @@ from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import Example, Prediction, capture_trace
 from bt_core.retrieval import Passage
 from bt_core.tasks import get_task
-from bt_core.tasks.hotpotqa import f1_score, format_context, normalize_answer
+from bt_core.tasks.hotpotqa import (_example, _from_hub_row, f1_score, format_context, normalize_answer,
+                                   source_rows, split_sources)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,26 @@ def test_examples_carry_the_question_as_input_and_two_gold_titles(task):
     example = task.load(8, 6, 8, seed=0).train[0]
     assert example.inputs() == {"question": example["question"]}
     assert len(example["gold_titles"]) == 2 and example["answer"]
+
+
+def test_hub_rows_become_file_rows(task):
+    """The hub stores context and supporting facts as columns; the loader turns them back into rows."""
+    (rows,) = source_rows(os.environ["BT_DATA_DIR"])
+    row = rows[0]
+    hub_row = {**{k: row[k] for k in ("question", "answer", "type")}, "id": "x", "level": "hard",
+               "context": {"title": [t for t, _ in row["context"]], "sentences": [s for _, s in row["context"]]},
+               "supporting_facts": {"title": [t for t, _ in row["supporting_facts"]],
+                                    "sent_id": [i for _, i in row["supporting_facts"]]}}
+    assert _from_hub_row(hub_row) == {k: row[k] for k in ("question", "answer", "type", "supporting_facts", "context")}
+
+
+def test_with_the_hubs_two_splits_train_and_val_come_from_train_and_test_from_validation():
+    (rows,) = source_rows(os.environ["BT_DATA_DIR"])
+    hub_train, hub_validation = [_example(r) for r in rows[:1000]], [_example(r) for r in rows[1000:]]
+    splits = split_sources([hub_train, hub_validation], 20, 15, 30, seed=1)
+    assert questions(splits.train) | questions(splits.val) <= questions(hub_train)
+    assert questions(splits.test) <= questions(hub_validation) and len(splits.test) == 30
+    assert questions(split_sources([hub_train, hub_validation], 20, 15, 30, seed=2).test) == questions(splits.test)
 
 
 def test_a_row_without_context_is_named(task, tmp_path, monkeypatch):
