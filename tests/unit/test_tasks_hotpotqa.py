@@ -50,7 +50,7 @@ def test_examples_carry_the_question_as_input_and_two_gold_titles(task):
     assert len(example["gold_titles"]) == 2 and example["answer"]
 
 
-def test_hub_rows_become_file_rows(task):
+def test_hub_rows_become_file_rows():
     """The hub stores context and supporting facts as columns; the loader turns them back into rows."""
     (rows,) = source_rows(os.environ["BT_DATA_DIR"])
     row = rows[0]
