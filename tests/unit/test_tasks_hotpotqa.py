@@ -29,6 +29,12 @@ def program(task, tmp_path_factory):
         return task.program()
 
 
+@pytest.fixture(scope="module")
+def dev_file() -> list[dict]:
+    (rows,) = source_rows(os.environ["BT_DATA_DIR"])  # offline: one source
+    return rows
+
+
 def questions(examples: list[Example]) -> set[str]:
     return {e["question"] for e in examples}
 
@@ -50,10 +56,9 @@ def test_examples_carry_the_question_as_input_and_two_gold_titles(task):
     assert len(example["gold_titles"]) == 2 and example["answer"]
 
 
-def test_hub_rows_become_file_rows():
+def test_hub_rows_become_file_rows(dev_file):
     """The hub stores context and supporting facts as columns; the loader turns them back into rows."""
-    (rows,) = source_rows(os.environ["BT_DATA_DIR"])
-    row = rows[0]
+    row = dev_file[0]
     hub_row = {**{k: row[k] for k in ("question", "answer", "type")}, "id": "x", "level": "hard",
                "context": {"title": [t for t, _ in row["context"]], "sentences": [s for _, s in row["context"]]},
                "supporting_facts": {"title": [t for t, _ in row["supporting_facts"]],
@@ -61,9 +66,8 @@ def test_hub_rows_become_file_rows():
     assert _from_hub_row(hub_row) == {k: row[k] for k in ("question", "answer", "type", "supporting_facts", "context")}
 
 
-def test_with_the_hubs_two_splits_train_and_val_come_from_train_and_test_from_validation():
-    (rows,) = source_rows(os.environ["BT_DATA_DIR"])
-    hub_train, hub_validation = [_example(r) for r in rows[:1000]], [_example(r) for r in rows[1000:]]
+def test_with_the_hubs_two_splits_train_and_val_come_from_train_and_test_from_validation(dev_file):
+    hub_train, hub_validation = [_example(r) for r in dev_file[:1000]], [_example(r) for r in dev_file[1000:]]
     splits = split_sources([hub_train, hub_validation], 20, 15, 30, seed=1)
     assert questions(splits.train) | questions(splits.val) <= questions(hub_train)
     assert questions(splits.test) <= questions(hub_validation) and len(splits.test) == 30
