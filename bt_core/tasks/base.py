@@ -38,6 +38,10 @@ class Task(ABC):
     name: str = ""
     description: str = ""
     sizes: dict[str, Sizes] = {}  # per budget: "smoke", "default", "paper"
+    # Long prompts (retrieved passages) and short answers: prefill, not decoding, is the cost.
+    # On CPU `--backend auto` then takes vLLM, whose prefill and prefix cache outweigh its slower
+    # LoRA decoding (see bt_core/lm/backends.py).
+    prefill_bound: bool = False
 
     @abstractmethod
     def load(self, train: int, val: int, test: int, seed: int) -> Splits:
