@@ -64,7 +64,10 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(200))  # host:pid of the claiming worker
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The lease: every claim takes the next attempt, and a write for the run holds only while
+    # the run is still running under the attempt its writer claimed (bt_core/lease.py).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock, UTC
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
