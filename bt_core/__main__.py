@@ -1,4 +1,4 @@
-"""The command line: run (foreground), worker, list, show, export.
+"""The command line: run (foreground), submit (queue a grid), worker, list, show, export.
 
 Every input is validated before anything is written, and every error is one line on stderr
 with a non-zero exit code.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import signal
 import sys
@@ -17,12 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.export import program_document
-from db.models import Experiment, Run, RunStatus, Step, Training, utcnow
+from db.models import Experiment, Run, RunStatus, Step, Training
 from db.session import DatabaseError, database_url, session_factory
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     try:
         return args.handler(args)
     except (ValueError, DatabaseError, FileNotFoundError) as exc:
@@ -46,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
                                                        "model, else transformers), hf (transformers) or vllm")
     run.add_argument("--name", default="", help="experiment name")
     run.set_defaults(handler=cmd_run)
+    submit = sub.add_parser("submit", help="queue a grid (tasks x models x strategies x seeds) as one experiment "
+                                           "for the workers, as the Launch page does")
+    submit.add_argument("--task", action="append", required=True, help="repeat for several")
+    submit.add_argument("--model", action="append", help="repeat for several (default: smollm2-135m)")
+    submit.add_argument("--strategy", action="append", required=True, help='repeat for several, e.g. "p -> w -> p"')
+    submit.add_argument("--seeds", default="0", help="'0,1,2' or a range like '0-2'")
+    submit.add_argument("--budget", default="smoke")
+    submit.add_argument("--backend", default="auto")
+    submit.add_argument("--name", default="", help="experiment name")
+    submit.set_defaults(handler=cmd_submit)
     worker = sub.add_parser("worker", help="serve queued runs, here or over a Ray cluster")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty (ray: and its runs ended)")
     worker.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -63,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run_id", type=int)
     export.add_argument("dir", type=Path)
     export.set_defaults(handler=cmd_export)
-    for command in (run, worker, show, export):
+    for command in (run, submit, worker, show, export):
         command.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -73,24 +85,40 @@ def _sessions(args: argparse.Namespace) -> sessionmaker[Session]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """In the foreground, but claimed and heartbeated like any worker's run: killed, it is
+    re-queued once its heartbeat is stale and resumes on a worker; stopped (Ctrl-C, SIGTERM),
+    it is handed back to the queue at once."""
     from bt_core.config import resolve_config
     from bt_core.experiments import new_run
-    from bt_core.runner import run_to_end
+    from bt_core.worker import claim_new, execute_claimed, registered
 
     config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
                             {"backend": args.backend})
     sessions = _sessions(args)
-    with sessions.begin() as session:
-        run = new_run(config)
-        run.status, run.worker, run.started_at = RunStatus.running, "cli", utcnow()
-        session.add(Experiment(name=args.name or f"{args.task} {config.strategy}", runs=[run]))
-        session.flush()
-        run_id = run.id
-    print(f"run {run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / {config.budget}"
-          f" / {config.backend}", flush=True)
-    status = run_to_end(sessions, run_id)
-    cmd_show(argparse.Namespace(db=args.db, run_id=run_id))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with registered(sessions) as me:
+        lease = claim_new(sessions, me.worker, Experiment(name=args.name or f"{args.task} {config.strategy}",
+                                                          runs=[new_run(config)]))
+        print(f"run {lease.run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / "
+              f"{config.budget} / {config.backend}", flush=True)
+        status = execute_claimed(me, lease)
+    cmd_show(argparse.Namespace(db=args.db, run_id=lease.run_id))
     return 0 if status == RunStatus.done else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from bt_core.experiments import launch_experiment, parse_seeds, runs_of
+
+    seeds = parse_seeds(args.seeds)
+    models = args.model or ["smollm2-135m"]
+    name = args.name or f"{', '.join(args.task)} {', '.join(args.strategy)}"
+    sessions = _sessions(args)
+    experiment_id = launch_experiment(sessions, name, args.task, models, args.strategy, seeds, args.budget,
+                                      {"backend": args.backend})
+    ids = [run.id for run in runs_of(sessions, experiment_id)]
+    print(f"experiment {experiment_id}: {len(ids)} runs queued (ids {ids[0]}-{ids[-1]}); "
+          "`python -m bt_core worker` serves them")
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -8,6 +8,11 @@ heartbeat that goes stale; the driver's re-queue puts it back, submits it again,
 task resumes at the run's first unfinished step. Ray's own retry is off for that reason.
 Stopping the executor ends its tasks with it (Ray ends a driver's tasks), so their runs take
 that same path: re-queued once stale, by the next worker or executor that serves the database.
+
+The database password never travels through Ray (task arguments and runtime_env are visible
+in Ray's dashboard and state API): tasks get the URL without it, and each node supplies it
+from its own environment: BT_DATABASE_URL, PGPASSWORD or ~/.pgpass. A cluster this executor
+starts on its own machine inherits the driver's environment, password included.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayError
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bt_core.lease import stale_after_s
 from bt_core.lm.models import EMBEDDED
-from bt_core.worker import claim, execute_claimed, registered, requeue_stale, stale_after_s
+from bt_core.worker import claim, execute_claimed, registered, requeue_stale
 from db.models import Run, RunStatus
-from db.session import get_engine, session_factory, shown
+
+from db.session import database_url, get_engine, session_factory, shown
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class RayOptions:
 def serve_ray(db_url: str, options: RayOptions, *, once: bool = False, poll_s: float = 1.0) -> None:
     """Submit queued runs to Ray until interrupted (or, with once, until none is left to finish)."""
     sessions = session_factory(db_url)
+    os.environ["BT_DATABASE_URL"] = db_url  # a cluster started here passes it to its workers' environment
     connect(options.address, db_url)
     try:
         with registered(sessions):  # the dashboard sees a live worker and starts none of its own
@@ -76,8 +85,11 @@ def _check_reachable(address: str) -> None:
 
 
 def _forwarded_env() -> dict[str, str]:
-    """The driver's BT_ settings (data dir, BT_HOME on a shared disk, LM cache) hold on every node."""
-    return {key: value for key, value in os.environ.items() if key.startswith("BT_")}
+    """The driver's BT_ settings (data dir, adapters folder) hold on every node; the database URL
+    is the nodes' own (it may hold a password), and so are BT_HOME and the LM cache, which must
+    stay on each node's local disk (SQLite's WAL does not work over a network file system)."""
+    own = {"BT_DATABASE_URL", "BT_HOME", "BT_LM_CACHE"}
+    return {key: value for key, value in os.environ.items() if key.startswith("BT_") and key not in own}
 
 
 def resources(model: str, options: RayOptions) -> dict[str, float]:
@@ -110,7 +122,7 @@ def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.Ob
     if needs["num_gpus"] > gpus:  # Ray would keep it pending without a word
         print(f"run {run_id} ({model}) needs {needs['num_gpus']:g} GPU and the cluster has {gpus:g}: "
               "it stays queued until a GPU node joins (or pass --gpus-per-run 0 to run it on CPUs)", flush=True)
-    return _run_task.options(**needs).remote(db_url, run_id)
+    return _run_task.options(**needs).remote(_without_password(db_url), run_id)
 
 
 def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[int, str]]:
@@ -134,11 +146,26 @@ def _report(run_id: int, ref: ray.ObjectRef) -> None:
               f"{stale_after_s():.0f}s old and resumes at its first unfinished step", flush=True)
 
 
+def _without_password(db_url: str) -> str:
+    return make_url(db_url)._replace(password=None).render_as_string(hide_password=False)
+
+
+def node_database_url(driver_url: str) -> str:
+    """The node's own BT_DATABASE_URL when it names the driver's database (it may carry the
+    password), else the driver's password-less URL (libpq then reads PGPASSWORD or ~/.pgpass)."""
+    own = os.environ.get("BT_DATABASE_URL")
+    if own and _without_password(database_url(own)) == driver_url:
+        return database_url(own)
+    return driver_url
+
+
 @ray.remote(max_retries=0)
 def _run_task(db_url: str, run_id: int) -> str:
     """On a Ray worker: claim the run if it is still queued and execute it as a local worker does."""
-    sessions = session_factory(db_url)
+    sessions = session_factory(node_database_url(db_url))
     with registered(sessions) as me:
-        if claim(sessions, me.worker, run_id) is None:
+        lease = claim(sessions, me.worker, run_id)
+        if lease is None:
             return "skipped: claimed elsewhere or cancelled since it was submitted"
-        return execute_claimed(sessions, me, run_id).value
+        status = execute_claimed(me, lease)
+        return "stopped: another worker took the run over" if status is None else status.value

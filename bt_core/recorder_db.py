@@ -2,7 +2,9 @@
 
 Evaluation results arrive a chunk at a time and are written in one transaction each, with
 bulk inserts, so recording costs a few milliseconds per chunk against seconds of generation.
-The recorder is also where cancellation is noticed: every progress report reads the flag.
+Every write goes through the run's lease (bt_core/lease.py), so a worker that lost its run
+writes nothing more. The recorder is also where cancellation is noticed: every progress
+report reads the flag.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from bt_core.lease import Lease
 from bt_core.recording import Recorder, RunCancelled
 from db.models import ExampleScore, Program, Run, Trace, Training
 
@@ -32,8 +35,8 @@ def state_key(program: Module) -> str:
 
 
 class RunRecorder(Recorder):
-    def __init__(self, sessions: sessionmaker[Session], run_id: int, step_id: int, step_label: str) -> None:
-        self.sessions, self.run_id, self.step_id, self.step_label = sessions, run_id, step_id, step_label
+    def __init__(self, lease: Lease, step_id: int, step_label: str) -> None:
+        self.lease, self.run_id, self.step_id, self.step_label = lease, lease.run_id, step_id, step_label
         self.programs: dict[str, int] = {}  # state_key -> program id, within this step
         self.val_scores: dict[int | None, tuple[int, float]] = {}  # program id -> (examples, score)
         self._last_progress = 0.0
@@ -43,27 +46,30 @@ class RunRecorder(Recorder):
         if key in self.programs and role != "teacher":
             return self.programs[key]
         lm = program.bound_lm()
-        with self.sessions.begin() as session:
+
+        def add(session: Session) -> int:
             row = Program(run_id=self.run_id, step_id=self.step_id, label=label, role=role,
                           state=program.dump_state(), adapter_path=lm.adapter_path if lm else None)
             session.add(row)
             session.flush()
-            if role != "teacher":
-                self.programs[key] = row.id
             return row.id
+        program_id = self.lease.write(add, what="program")
+        if role != "teacher":
+            self.programs[key] = program_id
+        return program_id
 
     def program_score(self, program_id: int | None, val_score: float, examples: int = 0) -> None:
+        self.lease.write(lambda session: session.execute(
+            update(Program).where(Program.id == program_id).values(val_score=val_score)), what="program score")
         self.val_scores[program_id] = (examples, val_score)
-        with self.sessions.begin() as session:
-            session.execute(update(Program).where(Program.id == program_id).values(val_score=val_score))
 
     def known_val_score(self, program_id: int, examples: int) -> float | None:
         known = self.val_scores.get(program_id)
         return known[1] if known and known[0] == examples else None
 
     def mark_chosen(self, program_id: int) -> None:
-        with self.sessions.begin() as session:
-            session.execute(update(Program).where(Program.id == program_id).values(chosen=True))
+        self.lease.write(lambda session: session.execute(
+            update(Program).where(Program.id == program_id).values(chosen=True)), what="chosen program")
 
     def evaluation(self, program_id: int | None, split: str, results: list[ExampleResult]) -> None:
         if program_id is None or not results:
@@ -76,10 +82,12 @@ class RunRecorder(Recorder):
                            "error": r.error, "details": r.details})
             for position, call in enumerate(r.calls):
                 traces.append(self._trace_row(program_id, split, r.index, position, call))
-        with self.sessions.begin() as session:
+
+        def insert_rows(session: Session) -> None:
             session.execute(insert(ExampleScore), scores)
             if traces:
                 session.execute(insert(Trace), traces)
+        self.lease.write(insert_rows, what="scores and traces")
 
     def _trace_row(self, program_id: int, split: str, index: int, position: int, call: Call) -> dict:
         return {"run_id": self.run_id, "step_id": self.step_id, "program_id": program_id, "split": split,
@@ -93,25 +101,27 @@ class RunRecorder(Recorder):
         self.progress(f"LoRA step {step}, loss {loss:.4f}")
 
     def training(self, log: TrainingLog, config: LoraConfig) -> None:
-        with self.sessions.begin() as session:
-            session.add(Training(run_id=self.run_id, step_id=self.step_id, examples=log.examples,
-                                 hyperparams=asdict(config), losses=[list(x) for x in log.losses],
-                                 seconds=log.seconds, adapter_path=log.adapter_path))
+        self.lease.write(lambda session: session.add(Training(
+            run_id=self.run_id, step_id=self.step_id, examples=log.examples, hyperparams=asdict(config),
+            losses=[list(x) for x in log.losses], seconds=log.seconds, adapter_path=log.adapter_path)),
+            what="training")
 
     def training_skipped(self, reason: str, config: LoraConfig) -> None:
-        with self.sessions.begin() as session:
-            session.add(Training(run_id=self.run_id, step_id=self.step_id, examples=0,
-                                 hyperparams=asdict(config), error=reason))
+        self.lease.write(lambda session: session.add(Training(
+            run_id=self.run_id, step_id=self.step_id, examples=0, hyperparams=asdict(config), error=reason)),
+            what="skipped training")
 
     def progress(self, message: str) -> None:
-        """Write the message at most twice a second; raise RunCancelled when asked to stop."""
+        """Write the message at most twice a second; raise RunCancelled when asked to stop, and
+        LeaseLost at once (throttled or not) when the run is no longer this worker's."""
+        self.lease.check()
         now = time.monotonic()
         if now - self._last_progress < 0.5:
             return
         self._last_progress = now
-        with self.sessions.begin() as session:
-            cancel = session.scalar(select(Run.cancel_requested).where(Run.id == self.run_id))
-            session.execute(update(Run).where(Run.id == self.run_id)
-                            .values(message=f"{self.step_label}: {message}"))
-        if cancel:
+
+        def report(session: Session) -> bool:
+            session.execute(update(Run).where(Run.id == self.run_id).values(message=f"{self.step_label}: {message}"))
+            return session.scalar(select(Run.cancel_requested).where(Run.id == self.run_id))
+        if self.lease.write(report, what="progress"):
             raise RunCancelled(f"run {self.run_id} cancelled by the user")

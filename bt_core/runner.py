@@ -3,7 +3,8 @@
 Step 0 scores the unoptimized program; steps 1.. are the strategy's p and w steps. A step
 found finished in the database is restored instead of recomputed, so a run whose worker
 died resumes at its first unfinished step; a leftover unfinished step is deleted (with its
-rows) and redone, so nothing is duplicated.
+rows) and redone, so nothing is duplicated. Every write goes through the run's lease, so a
+worker that lost the run (bt_core/lease.py) stops at its next write.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from bt_core.config import RunConfig
 from bt_core.evaluate import evaluate
+from bt_core.lease import Lease, LeaseLost
 from bt_core.lm.base import LM
 from bt_core.modules import Module
 from bt_core.optimizers import BetterTogether, BootstrapFewShotWithRandomSearch, BootstrapFinetune
@@ -27,7 +29,7 @@ from bt_core.recording import RunCancelled, recording
 from bt_core.strategy import format_strategy, parse_strategy
 from bt_core.tasks import Splits, Task, get_task
 from db.models import Run, RunStatus, Step, StepStatus, utcnow
-from db.session import data_dir
+from db.session import artifacts_root, data_dir
 
 
 @lru_cache(maxsize=2)
@@ -42,14 +44,23 @@ def load_lm(model: str, backend: str, max_batch_size: int, lora_rank: int) -> LM
 
 
 def artifacts_dir(run_id: int) -> Path:
-    return data_dir() / "artifacts" / f"run-{run_id}"
+    return artifacts_root() / f"run-{run_id}"
 
 
-def run_to_end(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
-    """Execute a claimed run and record how it ended; never raises for a run's own failure."""
+def attempt_dir(lease: Lease) -> Path:
+    """Each attempt writes its adapters in its own folder: a worker that lost the run can never
+    tear the adapter of the one that took it over."""
+    return artifacts_dir(lease.run_id) / f"attempt-{lease.attempt}"
+
+
+def run_to_end(lease: Lease) -> RunStatus:
+    """Execute a claimed run and record how it ended; never raises for a run's own failure, only
+    LeaseLost when another worker holds the run now."""
     try:
-        execute_run(sessions, run_id)
+        execute_run(lease)
         status, error = RunStatus.done, None
+    except LeaseLost:
+        raise
     except RunCancelled:
         status, error = RunStatus.cancelled, None
     except Exception as exc:  # the run failed; its finished steps stay
@@ -58,14 +69,14 @@ def run_to_end(sessions: sessionmaker[Session], run_id: int) -> RunStatus:
               "message": None}
     if status == RunStatus.done:
         values["progress"] = 1.0
-    with sessions.begin() as session:
-        session.execute(update(Run).where(Run.id == run_id).values(**values))
+    lease.write(lambda session: session.execute(update(Run).where(Run.id == lease.run_id).values(**values)),
+                what="run end")
     return status
 
 
-def execute_run(sessions: sessionmaker[Session], run_id: int) -> None:
-    with sessions() as session:
-        config = RunConfig(**session.get(Run, run_id).config)
+def execute_run(lease: Lease) -> None:
+    with lease.sessions() as session:
+        config = RunConfig(**session.get(Run, lease.run_id).config)
     task = get_task(config.task)
     sizes = config.sizes
     splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
@@ -73,25 +84,27 @@ def execute_run(sessions: sessionmaker[Session], run_id: int) -> None:
     program = task.program()
     program.set_lm(lm)
     kinds = ["vanilla", *parse_strategy(config.strategy)]
-    optimizer = BetterTogether(task.metric, build_optimizers(config, task, artifacts_dir(run_id)),
+    optimizer = BetterTogether(task.metric, build_optimizers(config, task, attempt_dir(lease)),
                                config.strategy, config.seed, threads=config.threads)
     for index, kind in enumerate(kinds):
-        finished = _finished_step(sessions, run_id, index)
+        finished = _finished_step(lease, index)
         if finished is not None:
             program = _restore(program, finished, lm)
             continue
         label = format_strategy(kinds[1:index + 1])
-        step_id = _start_step(sessions, run_id, index, kind, label, len(kinds))
-        recorder = RunRecorder(sessions, run_id, step_id, label)
+        step_id = _start_step(lease, index, kind, label, len(kinds))
+        recorder = RunRecorder(lease, step_id, label)
         try:
             with recording(recorder):
                 if index > 0:
                     program = optimizer.run_step(index - 1, program, splits.train, splits.val)
                 scores = score_step(program, recorder, task, splits, config, last=index == len(kinds) - 1)
-        except BaseException as exc:
-            _fail_step(sessions, step_id, exc)
+        except LeaseLost:
             raise
-        _finish_step(sessions, run_id, step_id, program, scores)
+        except BaseException as exc:
+            _fail_step(lease, step_id, exc)
+            raise
+        _finish_step(lease, step_id, program, scores)
 
 
 def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, Optimizer]:
@@ -121,9 +134,9 @@ def score_step(program: Module, recorder: RunRecorder, task: Task, splits: Split
     return val, test
 
 
-def _finished_step(sessions: sessionmaker[Session], run_id: int, index: int) -> Step | None:
-    with sessions() as session:
-        return session.scalar(select(Step).where(Step.run_id == run_id, Step.index == index,
+def _finished_step(lease: Lease, index: int) -> Step | None:
+    with lease.sessions() as session:
+        return session.scalar(select(Step).where(Step.run_id == lease.run_id, Step.index == index,
                                                  Step.status == StepStatus.done))
 
 
@@ -133,34 +146,39 @@ def _restore(program: Module, step: Step, lm: LM) -> Module:
     return program
 
 
-def _start_step(sessions: sessionmaker[Session], run_id: int, index: int, kind: str, label: str,
-                total: int) -> int:
-    with sessions.begin() as session:
-        session.execute(delete(Step).where(Step.run_id == run_id, Step.index == index))
-        step = Step(run_id=run_id, index=index, kind=kind, label=label)
+def _start_step(lease: Lease, index: int, kind: str, label: str, total: int) -> int:
+    """A leftover unfinished step of this index (from an attempt that died) goes, with its rows."""
+    def start(session: Session) -> int:
+        session.execute(delete(Step).where(Step.run_id == lease.run_id, Step.index == index,
+                                           Step.status != StepStatus.done))
+        step = Step(run_id=lease.run_id, index=index, kind=kind, label=label)
         session.add(step)
-        session.execute(update(Run).where(Run.id == run_id).values(
+        session.execute(update(Run).where(Run.id == lease.run_id).values(
             current_step=f"{index}/{total - 1} {label}", progress=index / total, message=f"{label}: starting"))
         session.flush()
         return step.id
+    return lease.write(start, what="step start")
 
 
-def _finish_step(sessions: sessionmaker[Session], run_id: int, step_id: int, program: Module,
-                 scores: tuple[float, float | None]) -> None:
+def _finish_step(lease: Lease, step_id: int, program: Module, scores: tuple[float, float | None]) -> None:
     lm = program.bound_lm()
     val, test = scores
-    with sessions.begin() as session:
+
+    def finish(session: Session) -> None:
         session.execute(update(Step).where(Step.id == step_id).values(
             status=StepStatus.done, program_state=program.dump_state(),
             adapter_path=lm.adapter_path if lm else None, val_score=val, test_score=test,
             finished_at=utcnow()))
-        session.execute(update(Run).where(Run.id == run_id).values(val_score=val, test_score=test))
+        session.execute(update(Run).where(Run.id == lease.run_id).values(val_score=val, test_score=test))
+    lease.write(finish, what="step end")
 
 
-def _fail_step(sessions: sessionmaker[Session], step_id: int, exc: BaseException) -> None:
+def _fail_step(lease: Lease, step_id: int, exc: BaseException) -> None:
     error = "cancelled" if isinstance(exc, RunCancelled) else "".join(
         traceback.format_exception_only(type(exc), exc)).strip()
-    with sessions.begin() as session:
-        session.execute(update(Step).where(Step.id == step_id).values(
-            status=StepStatus.failed, error=error, finished_at=utcnow()))
+    try:
+        lease.write(lambda session: session.execute(update(Step).where(Step.id == step_id).values(
+            status=StepStatus.failed, error=error, finished_at=utcnow())), what="step failure")
+    except LeaseLost:
+        pass  # the run is someone else's now: its step rows are theirs to redo
 

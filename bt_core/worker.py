@@ -1,13 +1,15 @@
 """The worker: claims queued runs from the database and executes them, one at a time.
 
-A job is a row: claiming is one atomic UPDATE of a queued row, so two workers never take
-the same run. A heartbeat thread stamps the worker and its run; a run whose worker's stamp
-is older than BT_STALE_AFTER_S is re-queued by any live worker and resumes at its first
-unfinished step.
+A job is a row: claiming is one atomic UPDATE of a queued row that takes the run's next
+attempt, so two workers never take the same run, and every later write for the run is fenced
+by that attempt (bt_core/lease.py). A heartbeat thread stamps the worker and its run with the
+database's clock; a run whose stamp is older than BT_STALE_AFTER_S is re-queued by any live
+worker (or cancelled, if a cancel was asked meanwhile) and resumes at its first unfinished step.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -20,18 +22,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bt_core.lease import Lease, LeaseLost, stale_after_s
 from bt_core.runner import run_to_end
-from db.models import Run, RunStatus, Worker, utcnow
+from db.clock import database_now, db_now
+from db.models import Experiment, Run, RunStatus, Worker, utcnow
+from db.retry import retrying
 from db.session import data_dir
 
 HEARTBEAT_S = 2.0
-
-
-def stale_after_s() -> float:
-    return float(os.environ.get("BT_STALE_AFTER_S", "20"))
+log = logging.getLogger("bt_core.worker")
 
 
 def worker_id() -> str:
@@ -40,10 +42,10 @@ def worker_id() -> str:
 
 @dataclass
 class Registration:
-    """A registered worker process and the run it is executing, which its heartbeat stamps."""
+    """A registered worker process and the lease of the run it is executing, which its heartbeat stamps."""
 
     worker: str
-    run_id: int | None = None
+    lease: Lease | None = None
 
 
 def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float = 1.0) -> None:
@@ -51,45 +53,56 @@ def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float 
     with registered(sessions) as me:
         while True:
             requeue_stale(sessions)
-            run_id = claim(sessions, me.worker)
-            if run_id is None:
+            lease = claim(sessions, me.worker)
+            if lease is None:
                 if once:
                     return
                 time.sleep(poll_s)
                 continue
-            execute_claimed(sessions, me, run_id)
+            execute_claimed(me, lease)
 
 
 @contextmanager
 def registered(sessions: sessionmaker[Session]) -> Iterator[Registration]:
-    """This process as a row of `workers`, heartbeating until the block ends."""
+    """This process as a row of `workers`, heartbeating (itself and its run) until the block ends."""
     me = Registration(worker_id())
-    with sessions.begin() as session:
-        session.merge(Worker(id=me.worker, started_at=utcnow(), heartbeat_at=utcnow()))
+
+    def register() -> None:
+        with sessions.begin() as session:
+            session.execute(delete(Worker).where(Worker.id == me.worker))
+            session.execute(insert(Worker).values(id=me.worker, started_at=utcnow(), heartbeat_at=db_now()))
+    retrying(register, give_up_after_s=stale_after_s(), what="worker registration")
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(sessions, me, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(sessions, me, stop), name="heartbeat", daemon=True).start()
     try:
         yield me
     finally:
         stop.set()
-        with sessions.begin() as session:
-            session.execute(delete(Worker).where(Worker.id == me.worker))
+        try:
+            with sessions.begin() as session:
+                session.execute(delete(Worker).where(Worker.id == me.worker))
+        except Exception as exc:  # leaving anyway: the stale rule removes the row
+            log.warning("could not deregister worker %s: %s", me.worker, exc)
 
 
-def execute_claimed(sessions: sessionmaker[Session], me: Registration, run_id: int) -> RunStatus:
-    """Run a claimed run to its end under this worker's heartbeat."""
-    me.run_id = run_id
+def execute_claimed(me: Registration, lease: Lease) -> RunStatus | None:
+    """Run a claimed run to its end under this worker's heartbeat; None when the lease was lost."""
+    me.lease = lease
     try:
-        return run_to_end(sessions, run_id)
+        return run_to_end(lease)
+    except LeaseLost as exc:
+        log.warning("%s; stopped without writing more", exc)
+        print(f"{exc}; this worker stopped it without writing more", file=sys.stderr, flush=True)
+        return None
     except BaseException:  # stopped (SIGTERM, Ctrl-C, a cancelled task): hand the run back at once
-        _requeue(sessions, run_id, "re-queued: its worker was stopped")
+        _hand_back(lease, "re-queued: its worker was stopped")
         raise
     finally:
-        me.run_id = None
+        me.lease = None
 
 
-def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None) -> int | None:
-    """Take the oldest queued run (or this one, if still queued); None when there is none.
+def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None) -> Lease | None:
+    """Take the oldest queued run (or this one, if still queued) under a fresh lease; None when none.
 
     On PostgreSQL, SKIP LOCKED lets concurrent claims pass over a row another worker is
     taking instead of queueing behind it and then finding it gone (SQLite ignores it).
@@ -97,53 +110,94 @@ def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None) -
     target = run_id if run_id is not None else (
         select(Run.id).where(Run.status == RunStatus.queued).order_by(Run.id).limit(1)
         .with_for_update(skip_locked=True).scalar_subquery())
+
+    def take() -> tuple[int, int] | None:
+        with sessions.begin() as session:
+            row = session.execute(
+                update(Run).where(Run.id == target, Run.status == RunStatus.queued)
+                .values(status=RunStatus.running, worker=me, attempt=Run.attempt + 1, heartbeat_at=db_now(),
+                        started_at=utcnow(), error=None)
+                .returning(Run.id, Run.attempt)).first()
+            return None if row is None else (row[0], row[1])
+    taken = retrying(take, give_up_after_s=stale_after_s(), what="claim")
+    return None if taken is None else Lease(sessions, taken[0], taken[1], me)
+
+
+def claim_new(sessions: sessionmaker[Session], me: str, experiment: Experiment) -> Lease:
+    """Insert a one-run experiment already claimed by `me`, so no other worker can take it first."""
+    [run] = experiment.runs
+    run.status, run.worker, run.attempt, run.started_at = RunStatus.running, me, 1, utcnow()
+    run.heartbeat_at = db_now()
     with sessions.begin() as session:
-        return session.scalar(
-            update(Run).where(Run.id == target, Run.status == RunStatus.queued)
-            .values(status=RunStatus.running, worker=me, heartbeat_at=utcnow(), cancel_requested=False,
-                    started_at=utcnow(), error=None)
-            .returning(Run.id))
+        session.add(experiment)
+        session.flush()
+        return Lease(sessions, run.id, 1, me)
 
 
 def requeue_stale(sessions: sessionmaker[Session]) -> int:
-    """Put back the running runs whose worker stopped heartbeating."""
-    cutoff = utcnow() - timedelta(seconds=stale_after_s())
-    with sessions.begin() as session:
-        result = session.execute(update(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < cutoff)
-                                 .values(status=RunStatus.queued, worker=None,
-                                         message="re-queued: its worker stopped responding"))
-        session.execute(delete(Worker).where(Worker.heartbeat_at < cutoff))
-        return result.rowcount
+    """Put back the running runs whose worker stopped heartbeating (by the database's clock), or
+    cancel them if a cancel was asked meanwhile; a run with no heartbeat at all counts as stale."""
+    def sweep() -> int:
+        with sessions.begin() as session:
+            cutoff = database_now(session) - timedelta(seconds=stale_after_s())
+            stale = update(Run).where(Run.status == RunStatus.running,
+                                      or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+            cancelled = session.execute(stale.where(Run.cancel_requested).values(
+                status=RunStatus.cancelled, worker=None, finished_at=utcnow(), cancel_requested=False,
+                message="cancelled while its worker was gone")).rowcount
+            requeued = session.execute(stale.values(
+                status=RunStatus.queued, worker=None, message="re-queued: its worker stopped responding")).rowcount
+            session.execute(delete(Worker).where(Worker.heartbeat_at < cutoff))
+            return cancelled + requeued
+    return retrying(sweep, give_up_after_s=stale_after_s(), what="re-queue of stale runs")
 
 
-def _requeue(sessions: sessionmaker[Session], run_id: int, message: str) -> None:
-    with sessions.begin() as session:
-        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running)
-                        .values(status=RunStatus.queued, worker=None, message=message))
+def _hand_back(lease: Lease, message: str) -> None:
+    """Re-queue our own run on the way out; if the database refuses, the stale rule does it later."""
+    try:
+        lease.write(lambda session: session.execute(
+            update(Run).where(Run.id == lease.run_id).values(status=RunStatus.queued, worker=None, message=message)),
+            what="hand back", give_up_after_s=2.0)
+    except Exception as exc:
+        log.warning("could not hand back run %d: %s", lease.run_id, exc)
 
 
 def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threading.Event) -> None:
+    """Survives transient database errors; a run whose heartbeat was refused for a whole stale
+    window is given up (another worker may hold it by now), so the runner stops at its next write."""
     while not stop.wait(HEARTBEAT_S):
-        now, run_id = utcnow(), me.run_id
-        with sessions.begin() as session:
-            session.execute(update(Worker).where(Worker.id == me.worker).values(heartbeat_at=now,
-                                                                                current_run_id=run_id))
-            if run_id is not None:
-                session.execute(update(Run).where(Run.id == run_id, Run.worker == me.worker)
-                                .values(heartbeat_at=now))
+        lease = me.lease
+        if lease is not None and not lease.lost:
+            try:
+                lease.beat()
+            except LeaseLost:
+                pass
+            except Exception as exc:
+                log.warning("heartbeat of run %d failed: %s", lease.run_id, " ".join(str(exc).split())[:200])
+                if lease.silent_for() > stale_after_s():
+                    lease.lose(f"no heartbeat reached the database for {stale_after_s():.0f}s")
+        try:
+            with sessions.begin() as session:
+                session.execute(update(Worker).where(Worker.id == me.worker).values(
+                    heartbeat_at=db_now(), current_run_id=lease.run_id if lease else None))
+        except Exception as exc:
+            log.warning("heartbeat of worker %s failed: %s", me.worker, " ".join(str(exc).split())[:200])
 
 
 def worker_alive(sessions: sessionmaker[Session]) -> bool:
-    cutoff = utcnow() - timedelta(seconds=stale_after_s())
     with sessions() as session:
+        cutoff = database_now(session) - timedelta(seconds=stale_after_s())
         return session.scalar(select(Worker.id).where(Worker.heartbeat_at >= cutoff).limit(1)) is not None
 
 
 def start_worker_process(db_url: str) -> subprocess.Popen:
-    """A detached worker that outlives the dashboard process that started it; logs to BT_HOME."""
-    log = data_dir() / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "bt_core", "worker", "--db", db_url],
+    """A detached worker that outlives the dashboard process that started it; logs to BT_HOME.
+
+    The URL goes through the environment, not argv, where `ps` would show its password."""
+    log_file = data_dir() / "worker.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "bt_core", "worker"],
+                                env={**os.environ, "BT_DATABASE_URL": db_url},
                                 cwd=Path(__file__).resolve().parents[1], start_new_session=True,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)

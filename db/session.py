@@ -29,6 +29,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("BT_HOME", Path.cwd() / "bt_data")).expanduser()
 
 
+def artifacts_root() -> Path:
+    """Where runs keep their adapters: BT_ARTIFACTS, the one folder that the machines of a cluster
+    must share (each keeps BT_HOME, its LM cache, on local disk), else BT_HOME/artifacts."""
+    return Path(os.environ.get("BT_ARTIFACTS") or data_dir() / "artifacts").expanduser()
+
+
 def database_url(url: str | None = None) -> str:
     if url:
         return _with_driver(url)
@@ -73,7 +79,9 @@ def get_engine(url: str | None = None) -> Engine:
 
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30}}
+        # Shorter than the stale window (BT_STALE_AFTER_S, 20 s): a write waits for the lock a
+        # while, then db/retry.py backs off and tries again, and the heartbeat goes on.
+        return {"connect_args": {"timeout": 5}}
     if url.startswith("postgresql"):  # long-lived workers on a network: drop dead connections
         return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     return {}

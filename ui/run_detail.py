@@ -20,7 +20,7 @@ from bt_core.export import program_document
 
 from bt_core.experiments import delete_run, request_cancel, retry_run
 from db import queries
-from db.session import data_dir
+from db.session import artifacts_root
 from ui.charts import loss_curves, step_timeline
 from ui.common import PAGES, STATUS_ICONS, Sessions, show_text
 from ui.tables import duration, percent
@@ -87,7 +87,7 @@ def _actions(db: Sessions, info: dict[str, Any]) -> None:
         st.write(f"Delete run #{run_id} with its steps, programs, scores, traces and adapters? This cannot be undone.")
         if st.button("Delete for good", type="primary", icon=":material/delete_forever:"):
             try:
-                delete_run(db, run_id, data_dir() / "artifacts")
+                delete_run(db, run_id, artifacts_root())
             except ValueError as exc:  # it started running meanwhile
                 st.error(str(exc))
                 return

@@ -6,19 +6,22 @@ as the answer; all modules' data are pooled because they share one LM. A program
 demos gets a labeled-demo teacher, so that "w" alone has traces to learn from. When no trace
 passes (a weak model on a hard task), the step keeps the weights and records why, rather than
 failing the run and losing the steps after it. Each adapter is trained on the base model, so
-it is a plain PEFT adapter that PEFT and vLLM load as is.
+it is a plain PEFT adapter that PEFT and vLLM load as is. It is written to a staging folder and
+renamed into place, so a killed training never leaves a torn adapter under its final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bt_core import adapter
 from bt_core.evaluate import ExampleResult, Metric
-from bt_core.lm.base import LM, Messages
+from bt_core.lm.base import LM, Messages, TrainingLog
 from bt_core.lm.lora import LoraConfig
 from bt_core.modules import Example, Module
 from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
@@ -47,11 +50,19 @@ class BootstrapFinetune:
                 self.lora)
             return program
         recorder().progress(f"LoRA fine-tuning on {len(conversations)} module calls")
-        log = lm.with_adapter(None).train_adapter(conversations, self.lora, self._adapter_dir(conversations),
-                                                  on_log=recorder().training_loss)
+        log = self._train(lm.with_adapter(None), conversations)
         recorder().training(log, self.lora)
         program.set_lm(lm.with_adapter(log.adapter_path))
         return program
+
+    def _train(self, base: LM, conversations: list[Messages]) -> TrainingLog:
+        final = self._adapter_dir(conversations)
+        staging = final.with_name(f"{final.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        log = base.train_adapter(conversations, self.lora, staging, on_log=recorder().training_loss)
+        shutil.rmtree(final, ignore_errors=True)  # this step's own earlier adapter (same data, same config)
+        os.rename(staging, final)
+        return replace(log, adapter_path=str(final))
 
     def _adapter_dir(self, conversations: list[Messages]) -> Path:
         """Named by what it is trained on, so a redone step overwrites its own adapter only."""

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from bt_core.experiments import launch_experiment, request_cancel
 from db.models import Run, RunStatus, StepStatus
 from db.session import session_factory
-from tests.conftest import REPO, wait_for
+from tests.conftest import wait_for
+from tests.processes import kill, run_status, start_worker
 from tests.resume import assert_resumed_at_the_w_step, step_rows
 
 pytestmark = pytest.mark.integration
-
-
-def start_worker(url: str, log: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "BT_STALE_AFTER_S": "4"}
-    with open(log, "a") as out:
-        return subprocess.Popen([sys.executable, "-m", "bt_core", "--db", url, "worker", *extra], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def run_status(sessions, run_id):
-    with sessions() as session:
-        return session.get(Run, run_id).status
 
 
 def test_sigkill_during_w_resumes_at_that_step(tmp_path):
@@ -45,8 +29,7 @@ def test_sigkill_during_w_resumes_at_that_step(tmp_path):
         wait_for(in_w_step, timeout=900, interval=0.5, what="the w step to start")
         time.sleep(3)  # into its trace collection or LoRA training
     finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+        kill(worker)
     before = step_rows(sessions, 1)
     assert [r[2] for r in before] == [StepStatus.done, StepStatus.done, StepStatus.running]
     with sessions() as session:
@@ -81,3 +64,32 @@ def test_cancel_stops_a_running_run_within_seconds(tmp_path):
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_the_dashboards_worker_gets_no_password_on_its_command_line(postgres_url):
+    """`ps` shows every user's command lines: the URL travels in the worker's environment."""
+    from sqlalchemy.engine import make_url
+
+    from bt_core.worker import start_worker_process
+
+    url = make_url(postgres_url)
+    if not url.password:  # a trust-auth test server ignores it, which is all this test needs
+        url = url.set(password="pw-visible-to-ps")
+    worker = start_worker_process(url.render_as_string(hide_password=False))
+    try:
+        sessions = session_factory(postgres_url)
+        wait_for(lambda: worker_rows(sessions), timeout=120, interval=0.5, what="the worker to register")
+        command_line = open(f"/proc/{worker.pid}/cmdline", "rb").read().decode()
+        assert "bt_core" in command_line and url.password not in command_line
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+
+def worker_rows(sessions):
+    from sqlalchemy import select
+
+    from db.models import Worker
+
+    with sessions() as session:
+        return session.scalars(select(Worker.id)).all()

@@ -227,6 +227,7 @@ def test_a_failed_run_shows_its_error(db_copy, monkeypatch, tmp_path):
     """A corrupt model folder passes the name check at launch and fails when the run loads it."""
     from bt_core.experiments import launch_experiment
     from bt_core.runner import run_to_end
+    from bt_core.worker import claim
     from db.models import RunStatus
 
     broken = tmp_path / "broken-model"
@@ -235,7 +236,7 @@ def test_a_failed_run_shows_its_error(db_copy, monkeypatch, tmp_path):
     db = session_factory(db_copy)
     launch_experiment(db, "broken", ["iris"], [str(broken)], ["vanilla"], [0], "smoke")
     run_id = int(queries.runs_page(db, statuses=["queued"])["id"].iloc[0])
-    assert run_to_end(db, run_id) == RunStatus.failed
+    assert run_to_end(claim(db, "test", run_id)) == RunStatus.failed
     error = queries.run_info(db, run_id)["error"]
     assert error and ("config.json" in error or "JSON" in error)
     app = start(db_copy, monkeypatch, "runs", run=run_id)

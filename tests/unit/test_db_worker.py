@@ -1,5 +1,5 @@
 """The queue and the recorder on a real SQLite file and a real PostgreSQL server: claims,
-stale re-queues, cancel, rows."""
+leases, stale re-queues, cancel, rows."""
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -12,8 +12,10 @@ from bt_core.optimizers import BootstrapFewShotWithRandomSearch
 from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
 from bt_core.tasks import get_task
+from bt_core.lease import Lease, LeaseLost
 from bt_core.worker import claim, requeue_stale
-from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, utcnow
+from db.clock import database_now
+from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace
 from db.session import session_factory
 from tests.scripted import scripted_iris_lm
 
@@ -42,14 +44,15 @@ def test_launch_validates_the_whole_grid_before_writing(sessions):
 def test_each_claim_takes_a_different_run(sessions):
     queue(sessions)
     claimed = [claim(sessions, f"w{i}") for i in range(5)]
-    assert sorted(claimed[:4]) == [1, 2, 3, 4] and claimed[4] is None
+    assert sorted(lease.run_id for lease in claimed[:4]) == [1, 2, 3, 4] and claimed[4] is None
+    assert {lease.attempt for lease in claimed[:4]} == {1}
 
 
 def test_concurrent_claims_take_every_run_exactly_once(sessions):
     queue(sessions)
     with ThreadPoolExecutor(8) as pool:
         claimed = list(pool.map(lambda i: claim(sessions, f"w{i}"), range(8)))
-    assert sorted(c for c in claimed if c is not None) == [1, 2, 3, 4]
+    assert sorted(c.run_id for c in claimed if c is not None) == [1, 2, 3, 4]
 
 
 def test_a_claim_passes_over_a_run_another_worker_is_taking(postgres_url):
@@ -57,13 +60,13 @@ def test_a_claim_passes_over_a_run_another_worker_is_taking(postgres_url):
     queue(sessions)
     with ThreadPoolExecutor(1) as pool, sessions.begin() as other:
         other.execute(select(Run.id).where(Run.id == 1).with_for_update())  # mid-claim elsewhere
-        assert pool.submit(claim, sessions, "me").result(timeout=10) == 2
+        assert pool.submit(claim, sessions, "me").result(timeout=10).run_id == 2
 
 
 def test_a_named_run_is_claimed_only_while_queued(sessions):
     queue(sessions)
     request_cancel(sessions, 4)
-    assert claim(sessions, "a", run_id=3) == 3
+    assert claim(sessions, "a", run_id=3).run_id == 3
     assert claim(sessions, "b", run_id=3) is None and claim(sessions, "b", run_id=4) is None
     with sessions() as s:
         assert s.get(Run, 3).worker == "a"
@@ -72,17 +75,90 @@ def test_a_named_run_is_claimed_only_while_queued(sessions):
 def test_a_run_whose_worker_stopped_heartbeating_is_requeued(sessions, monkeypatch):
     monkeypatch.setenv("BT_STALE_AFTER_S", "10")
     queue(sessions)
-    run_id = claim(sessions, "dead")
+    dead = claim(sessions, "dead")
     assert requeue_stale(sessions) == 0
-    with sessions.begin() as s:
-        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow() - timedelta(seconds=11)))
+    age(sessions, dead.run_id, 11)
     assert requeue_stale(sessions) == 1
-    assert claim(sessions, "alive") == run_id
+    alive = claim(sessions, "alive")
+    assert (alive.run_id, alive.attempt) == (dead.run_id, 2)
+
+
+def age(sessions, run_id, seconds):
+    """Make a run's heartbeat this old by the database's clock (as a frozen worker's would be)."""
+    with sessions.begin() as s:
+        s.execute(update(Run).where(Run.id == run_id)
+                  .values(heartbeat_at=database_now(s) - timedelta(seconds=seconds)))
+
+
+def test_a_worker_that_lost_its_run_writes_nothing_more(sessions, monkeypatch):
+    """The first owner froze past the stale window; the run went to another worker. The first
+    owner's writes and heartbeats fail their fence and change nothing; the new owner's hold."""
+    monkeypatch.setenv("BT_STALE_AFTER_S", "10")
+    queue(sessions)
+    first = claim(sessions, "frozen")
+    age(sessions, first.run_id, 11)
+    requeue_stale(sessions)
+    second = claim(sessions, "alive", first.run_id)
+    message = lambda text: lambda s: s.execute(update(Run).where(Run.id == first.run_id).values(message=text))
+    with pytest.raises(LeaseLost, match="taken over"):
+        first.write(message("from the frozen worker"))
+    with pytest.raises(LeaseLost):
+        first.beat()
+    second.write(message("from the new owner"))
+    second.beat()
+    with sessions() as s:
+        run = s.get(Run, first.run_id)
+        assert (run.message, run.worker, run.attempt, run.status) == ("from the new owner", "alive", 2,
+                                                                       RunStatus.running)
+
+
+def test_the_heartbeat_and_the_stale_cutoff_use_the_database_clock(sessions):
+    queue(sessions)
+    lease = claim(sessions, "w")
+    lease.beat()
+    with sessions() as s:
+        stamped, now = s.get(Run, lease.run_id).heartbeat_at, database_now(s)
+    assert timedelta(0) <= now - stamped < timedelta(seconds=5)
+
+
+def test_a_run_without_any_heartbeat_is_requeued(sessions):
+    """Rows an earlier version's `bt_core run` left running with no heartbeat are not stuck forever."""
+    queue(sessions)
+    lease = claim(sessions, "old-cli")
+    with sessions.begin() as s:
+        s.execute(update(Run).where(Run.id == lease.run_id).values(heartbeat_at=None))
+    assert requeue_stale(sessions) == 1
+    with sessions() as s:
+        assert s.get(Run, lease.run_id).status == RunStatus.queued
+
+
+def test_a_cancel_asked_while_the_worker_is_dead_survives_the_requeue(sessions, monkeypatch):
+    monkeypatch.setenv("BT_STALE_AFTER_S", "10")
+    queue(sessions)
+    dead = claim(sessions, "dead")
+    request_cancel(sessions, dead.run_id)
+    age(sessions, dead.run_id, 11)
+    requeue_stale(sessions)  # what the next worker does when it starts
+    with sessions() as s:
+        run = s.get(Run, dead.run_id)
+        assert run.status == RunStatus.cancelled and run.finished_at is not None
+    assert claim(sessions, "next", dead.run_id) is None
+
+
+def test_a_cancel_on_a_run_handed_back_stops_it_when_next_claimed(sessions):
+    queue(sessions)
+    lease = claim(sessions, "w")
+    request_cancel(sessions, lease.run_id)
+    lease.write(lambda s: s.execute(update(Run).where(Run.id == lease.run_id).values(status=RunStatus.queued)))
+    again = claim(sessions, "next", lease.run_id)
+    recorder = RunRecorder(again, 0, "p")
+    with pytest.raises(RunCancelled):
+        recorder.progress("starting")
 
 
 def test_cancel_and_retry(sessions):
     queue(sessions)
-    running = claim(sessions, "w")
+    running = claim(sessions, "w").run_id
     request_cancel(sessions, running)
     request_cancel(sessions, 2)  # still queued: cancelled at once
     with sessions() as s:
@@ -96,6 +172,7 @@ def test_cancel_and_retry(sessions):
 
 def test_recorder_writes_candidates_scores_and_traces(sessions):
     queue(sessions)
+    lease = claim(sessions, "test", 1)
     with sessions.begin() as s:
         step = Step(run_id=1, index=1, kind="p", label="p")
         s.add(step)
@@ -105,7 +182,7 @@ def test_recorder_writes_candidates_scores_and_traces(sessions):
     splits = iris.load(10, 10, 0, seed=0)
     program = iris.program()
     program.set_lm(scripted_iris_lm())
-    recorder = RunRecorder(sessions, 1, step_id, "p")
+    recorder = RunRecorder(lease, step_id, "p")
     with recording(recorder):
         optimizer = BootstrapFewShotWithRandomSearch(iris.metric, num_candidates=1)
         optimizer.compile(program, trainset=splits.train, valset=splits.val)
@@ -124,8 +201,7 @@ def test_recorder_writes_candidates_scores_and_traces(sessions):
 
 def test_progress_raises_once_cancel_is_requested(sessions):
     queue(sessions)
-    claim(sessions, "w")
-    recorder = RunRecorder(sessions, 1, 0, "p")
+    recorder = RunRecorder(claim(sessions, "w"), 0, "p")
     recorder.progress("working")
     request_cancel(sessions, 1)
     recorder._last_progress = 0
