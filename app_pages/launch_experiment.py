@@ -7,14 +7,14 @@ from typing import Any, Callable
 import streamlit as st
 
 from bt_core.config import BUDGETS, resolve_config
-from bt_core.experiments import launch_experiment
+from bt_core.experiments import launch_experiment, parse_seeds
 from bt_core.lm.models import EMBEDDED, REGISTRY, resolve_model
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task, task_names
 from db import queries
 from ui.common import PAGES, sessions
 from ui.settings import advanced_settings
-from ui.tables import STRATEGY_ORDER, duration, lm_calls, parse_seeds
+from ui.tables import STRATEGY_ORDER, duration, lm_calls
 
 CPU_SECONDS_PER_CALL = 0.5  # the embedded model on a 2-core CPU, until this machine has history
 errors: list[str] = []

@@ -7,6 +7,7 @@ in one cell never leaves half an experiment behind.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.config import RunConfig, resolve_config
 from db.models import Experiment, Run, RunStatus
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0, 1, 2' or '0-2' -> [0, 1, 2]."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        if match is None:
+            raise ValueError(f"bad seed {part!r}: use numbers like '0, 1, 2' or a range like '0-2'")
+        low, high, single = match.groups()
+        seeds += [int(single)] if single else list(range(int(low), int(high) + 1))
+    if not seeds:
+        raise ValueError("give at least one seed, like '0' or '0, 1, 2'")
+    return sorted(set(seeds))
 
 
 def launch_experiment(sessions: sessionmaker[Session], name: str, tasks: list[str], models: list[str],

@@ -7,7 +7,6 @@ on plain DataFrames.
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any, Iterable
 
 import numpy as np
@@ -109,20 +108,6 @@ def program_text(state: dict[str, Any]) -> str:
 def program_diff(before: str, after: str, before_name: str, after_name: str) -> str:
     lines = difflib.unified_diff(before.splitlines(), after.splitlines(), before_name, after_name, lineterm="")
     return "\n".join(lines)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0, 1, 2' or '0-2' -> [0, 1, 2]."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
-        if match is None:
-            raise ValueError(f"bad seed {part!r}: use numbers like '0, 1, 2' or a range like '0-2'")
-        low, high, single = match.groups()
-        seeds += [int(single)] if single else list(range(int(low), int(high) + 1))
-    if not seeds:
-        raise ValueError("give at least one seed, like '0' or '0, 1, 2'")
-    return sorted(set(seeds))
 
 
 def lm_calls(sizes: Sizes, strategy: str, num_candidates: int, modules: int) -> int:

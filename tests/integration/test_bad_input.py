@@ -116,3 +116,28 @@ def test_unknown_run_id(stored):
     url, _ = stored
     result = bt("--db", url, "show", "42")
     assert result.returncode == 2 and "no run 42" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "iris", "--strategy", "p -> x"], "unknown strategy step 'x'"),
+    (["--task", "iris", "--strategy", "p", "--seeds", "0,x"], "bad seed 'x'"),
+    (["--task", "iris", "--task", "mnist", "--strategy", "p"], "unknown task 'mnist'"),
+    (["--task", "iris", "--strategy", "p", "--budget", "huge"], "unknown budget 'huge'"),
+])
+def test_bad_submit_arguments(stored, args, message):
+    url, path = stored
+    before = digest(path)
+    result = bt("--db", url, "submit", *args, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert digest(path) == before
+
+
+def test_submit_queues_the_grid_as_one_experiment(stored):
+    url, _ = stored
+    result = bt("--db", url, "submit", "--task", "iris", "--strategy", "p", "--strategy", "p -> w -> p",
+                "--seeds", "0-2", "--budget", "smoke", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "experiment 1: 6 runs queued (ids 1-6)" in result.stdout
+    listed = bt("--db", url, "list").stdout.splitlines()
+    assert len(listed) == 6 and all("queued" in line for line in listed)

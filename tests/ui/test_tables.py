@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from bt_core.tasks import get_task
-from ui.tables import (example_matrix, filter_examples, lm_calls, parse_seeds, program_diff, program_text,
+from bt_core.experiments import parse_seeds
+from ui.tables import (example_matrix, filter_examples, lm_calls, program_diff, program_text,
                        strategy_grid, strategy_order, strategy_summary, with_vanilla_baseline)
 
 
