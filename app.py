@@ -10,6 +10,7 @@ Set BT_AUTOSTART_WORKER=0 to manage workers yourself (tests do).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import streamlit as st
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from bt_core.worker import start_worker_process, worker_alive
 from db import queries
-from db.session import DatabaseError, database_url
+from db.session import DatabaseError, data_dir, database_url
 from ui.common import PAGES, STATUS_ICONS, Sessions, sessions
 
 WORKER_START_GRACE_S = 30  # a started worker needs this long to load and heartbeat
@@ -29,8 +30,8 @@ st.set_page_config(page_title="BetterTogether Studio", page_icon=":material/hand
 
 
 @st.cache_resource
-def _worker_starts() -> dict[str, float]:
-    """When this server last started a worker per database, shared by all browser sessions."""
+def _worker_starts() -> dict[str, tuple[float, subprocess.Popen]]:
+    """The worker this server last started per database, and when; shared by all browser sessions."""
     return {}
 
 
@@ -39,13 +40,23 @@ def worker_state(db: Sessions, url: str) -> str:
     if worker_alive(db):
         return "alive"
     starts = _worker_starts()
-    if time.time() - starts.get(url, 0.0) < WORKER_START_GRACE_S:
+    started_at, _ = starts.get(url, (0.0, None))
+    if time.time() - started_at < WORKER_START_GRACE_S:
         return "starting"
     if os.environ.get("BT_AUTOSTART_WORKER", "1") == "0":
         return "none"
-    start_worker_process(url)
-    starts[url] = time.time()
+    starts[url] = (time.time(), start_worker_process(url))
     return "starting"
+
+
+def worker_exit(url: str) -> str | None:
+    """Why the worker this server started has died, from its exit code and its log's last line."""
+    _, process = _worker_starts().get(url, (0.0, None))
+    if process is None or process.poll() in (None, 0):
+        return None
+    log = data_dir() / "worker.log"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return f"exit code {process.returncode}: {lines[-1] if lines else 'no log'} (full log: {log})"
 
 
 @st.fragment(run_every=5)
@@ -53,6 +64,8 @@ def worker_status(db: Sessions, url: str) -> None:
     state = worker_state(db, url)
     label, icon, color = WORKER_BADGES[state]
     st.badge(label, icon=icon, color=color)
+    if state != "alive" and (died := worker_exit(url)):
+        st.error(f"The worker this dashboard started stopped: {died}", icon=":material/error:")
     if state == "none":
         st.caption("Queued runs wait for `python -m bt_core worker`.")
     counts = queries.status_counts(db)

@@ -67,11 +67,13 @@ def test_random_sigkills_leave_one_run_with_the_uninterrupted_result(tmp_path):
     rng = random.Random(15)
     log = tmp_path / "workers.log"
     kills_in = []
-    for target in (0, 1, 2, 2, 3):  # kill once this step runs, after a random delay
+    for target in (0, 1, 2, 2, 3):  # kill once this worker runs this step, after a random delay
         worker = start_worker(url, log, stale_s=3, env=env)
+        mine = f":{worker.pid}"
         try:
-            wait_for(lambda: run_status(sessions, 1) == RunStatus.done or (running_step(sessions, 1) or -1) >= target,
-                     timeout=900, interval=0.2, what=f"step {target} to run")
+            wait_for(lambda: run_status(sessions, 1) == RunStatus.done or (
+                (run_row(sessions, 1).worker or "").endswith(mine) and (running_step(sessions, 1) or -1) >= target),
+                timeout=900, interval=0.2, what=f"step {target} to run")
             time.sleep(rng.uniform(0.5, 4.0))
         finally:
             at = running_step(sessions, 1)
@@ -79,6 +81,7 @@ def test_random_sigkills_leave_one_run_with_the_uninterrupted_result(tmp_path):
         if run_status(sessions, 1) == RunStatus.done:
             break
         kills_in.append(at)
+        time.sleep(3.5)  # past the stale window, so the next worker re-queues and takes the run at once
     worker = start_worker(url, log, "--once", stale_s=3, env=env)
     assert worker.wait(timeout=900) == 0, log.read_text()[-3000:]
     assert len(kills_in) >= 5 and kills_in.count(2) >= 2, kills_in
