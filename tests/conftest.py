@@ -112,3 +112,12 @@ def filled_postgres(filled_db: str) -> Iterator[str]:
     with fresh_postgres_database() as url:
         copy_database(filled_db, url)
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama folder (tests/tiny_model.py) for machinery tests; run the
+    processes that load it with tests.tiny_model.TINY_MODEL_ENV."""
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "model")
