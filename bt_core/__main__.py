@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bt_core.export import program_document
+from bt_core.export import adapter_files, adapter_folder, program_document
 from db.models import Experiment, Run, RunStatus, Step, Training
 from db.session import DatabaseError, database_url, session_factory
 
@@ -171,14 +171,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not done:
             raise ValueError(f"run {run.id} has no finished step to export")
         final: Step = done[-1]
+        adapter = adapter_folder(run.id, final.adapter_path)  # checked before anything is written
+        if adapter is not None and not adapter.is_dir():
+            raise ValueError(f"run {run.id}'s adapter folder {adapter} is missing")
         args.dir.mkdir(parents=True, exist_ok=True)
         program = program_document({"task": run.task, "model": run.model, "strategy": run.strategy},
                                    {"label": final.label, "val_score": final.val_score,
                                     "test_score": final.test_score, "program_state": final.program_state})
         (args.dir / "program.json").write_text(json.dumps(program, indent=2))
-        if final.adapter_path:
-            shutil.copytree(final.adapter_path, args.dir / "adapter", dirs_exist_ok=True)
-    print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if final.adapter_path else ""))
+        if adapter is not None:
+            for file in adapter_files(adapter):
+                target = args.dir / "adapter" / file.relative_to(adapter)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file, target)
+    print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if adapter else ""))
     return 0
 
 
