@@ -12,6 +12,7 @@ from bt_core.lm.models import EMBEDDED, REGISTRY, resolve_model
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task, task_names
 from db import queries
+from db.limits import EXPERIMENT_NAME_MAX
 from ui.common import PAGES, sessions
 from ui.settings import advanced_settings
 from ui.tables import STRATEGY_ORDER, duration, lm_calls
@@ -57,7 +58,8 @@ with form:
             overrides = advanced_settings(defaults)
             for model in valid:  # e.g. a backend that cannot serve one of them
                 check(lambda m: resolve_config(task, m, "vanilla", 0, budget, overrides), model)
-    name = st.text_input("Experiment name", f"{task} · {', '.join(models)} · {budget}")
+    name = st.text_input("Experiment name", f"{task} · {', '.join(models)} · {budget}",
+                         max_chars=EXPERIMENT_NAME_MAX)
 
 runs = len(models) * len(strategies) * len(seeds)
 with summary, st.container(border=True):

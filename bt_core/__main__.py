@@ -12,12 +12,14 @@ import logging
 import shutil
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bt_core.export import program_document
+from bt_core.export import adapter_files, adapter_folder, program_document
+from db.limits import EXPERIMENT_NAME_MAX
 from db.models import Experiment, Run, RunStatus, Step, Training
 from db.session import DatabaseError, database_url, session_factory
 
@@ -89,16 +91,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     re-queued once its heartbeat is stale and resumes on a worker; stopped (Ctrl-C, SIGTERM),
     it is handed back to the queue at once."""
     from bt_core.config import resolve_config
-    from bt_core.experiments import new_run
+    from bt_core.experiments import experiment_name, new_run
     from bt_core.worker import claim_new, execute_claimed, registered
 
     config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
                             {"backend": args.backend})
+    name = experiment_name(args.name or f"{args.task} {config.strategy}")
     sessions = _sessions(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with registered(sessions) as me:
-        lease = claim_new(sessions, me.worker, Experiment(name=args.name or f"{args.task} {config.strategy}",
-                                                          runs=[new_run(config)]))
+        lease = claim_new(sessions, me.worker, Experiment(name=name, runs=[new_run(config)]))
         print(f"run {lease.run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / "
               f"{config.budget} / {config.backend}", flush=True)
         status = execute_claimed(me, lease)
@@ -111,7 +113,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     models = args.model or ["smollm2-135m"]
-    name = args.name or f"{', '.join(args.task)} {', '.join(args.strategy)}"
+    name = args.name or textwrap.shorten(f"{', '.join(args.task)} {', '.join(args.strategy)}",
+                                         EXPERIMENT_NAME_MAX, placeholder=" …")
     sessions = _sessions(args)
     experiment_id = launch_experiment(sessions, name, args.task, models, args.strategy, seeds, args.budget,
                                       {"backend": args.backend})
@@ -171,14 +174,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not done:
             raise ValueError(f"run {run.id} has no finished step to export")
         final: Step = done[-1]
+        adapter = adapter_folder(run.id, final.adapter_path)  # checked before anything is written
+        if adapter is not None and not adapter.is_dir():
+            raise ValueError(f"run {run.id}'s adapter folder {adapter} is missing")
         args.dir.mkdir(parents=True, exist_ok=True)
         program = program_document({"task": run.task, "model": run.model, "strategy": run.strategy},
                                    {"label": final.label, "val_score": final.val_score,
                                     "test_score": final.test_score, "program_state": final.program_state})
         (args.dir / "program.json").write_text(json.dumps(program, indent=2))
-        if final.adapter_path:
-            shutil.copytree(final.adapter_path, args.dir / "adapter", dirs_exist_ok=True)
-    print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if final.adapter_path else ""))
+        if adapter is not None:
+            for file in adapter_files(adapter):
+                target = args.dir / "adapter" / file.relative_to(adapter)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file, target)
+    print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if adapter else ""))
     return 0
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bt_core.lm.lora import LoraConfig
 from bt_core.strategy import format_strategy, parse_strategy
 from bt_core.tasks.base import Sizes
+from db.limits import MODEL_MAX, SEED_MAX, STRATEGY_MAX
 
 BudgetName = Literal["smoke", "default", "paper"]
 BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
@@ -32,9 +33,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str
-    model: str = "smollm2-135m"
+    model: str = Field("smollm2-135m", max_length=MODEL_MAX)
     strategy: str = "p -> w -> p"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     budget: BudgetName = "smoke"
     backend: Literal["hf", "vllm"] = "hf"  # resolved from the request (auto, hf, vllm): what ran
     sizes: Sizes
@@ -48,7 +49,10 @@ class RunConfig(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _canonical_strategy(cls, value: str) -> str:
-        return format_strategy(parse_strategy(value))
+        canonical = format_strategy(parse_strategy(value))
+        if len(canonical) > STRATEGY_MAX:  # its column and every step's label would overflow
+            raise ValueError(f"{len(canonical)} characters written out; at most {STRATEGY_MAX}")
+        return canonical
 
     def lora_config(self) -> LoraConfig:
         return LoraConfig(**self.lora)

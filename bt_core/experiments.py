@@ -16,21 +16,45 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.config import RunConfig, resolve_config
+from db.limits import EXPERIMENT_NAME_MAX, MAX_SEEDS, SEED_MAX
 from db.models import Experiment, Run, RunStatus
 
 
+SEED_PART = re.compile(r"([0-9]{1,10})\s*-\s*([0-9]{1,10})|([0-9]{1,10})")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'0, 1, 2' or '0-2' -> [0, 1, 2]."""
-    seeds: list[int] = []
+    """'0, 1, 2' or '0-2' -> [0, 1, 2]. A range is sized before it is built: '0-100000000' is
+    refused at once rather than made into a hundred million seeds in the server's memory."""
+    seeds: set[int] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        usage = (f"bad seed {part[:40]!r}: use whole numbers from 0 to {SEED_MAX}, like '0, 1, 2' "
+                 "or a range like '0-2'")
+        match = SEED_PART.fullmatch(part)
         if match is None:
-            raise ValueError(f"bad seed {part!r}: use numbers like '0, 1, 2' or a range like '0-2'")
+            raise ValueError(usage)
         low, high, single = match.groups()
-        seeds += [int(single)] if single else list(range(int(low), int(high) + 1))
+        first, last = (int(single), int(single)) if single else (int(low), int(high))
+        if last > SEED_MAX:
+            raise ValueError(usage)
+        if first > last:
+            raise ValueError(f"bad seed range {part!r}: put the smaller number first, like '{last}-{first}'")
+        if last - first >= MAX_SEEDS:
+            raise ValueError(f"too many seeds: {part!r} is {last - first + 1:,}; one launch takes at most {MAX_SEEDS}")
+        seeds.update(range(first, last + 1))
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"too many seeds: one launch takes at most {MAX_SEEDS}")
     if not seeds:
         raise ValueError("give at least one seed, like '0' or '0, 1, 2'")
-    return sorted(set(seeds))
+    return sorted(seeds)
+
+
+def experiment_name(name: str) -> str:
+    """The name as stored: stripped, "experiment" when empty; ValueError when it cannot fit."""
+    name = name.strip()
+    if len(name) > EXPERIMENT_NAME_MAX:
+        raise ValueError(f"experiment name is {len(name):,} characters; at most {EXPERIMENT_NAME_MAX}")
+    return name or "experiment"
 
 
 def launch_experiment(sessions: sessionmaker[Session], name: str, tasks: list[str], models: list[str],
@@ -39,12 +63,15 @@ def launch_experiment(sessions: sessionmaker[Session], name: str, tasks: list[st
     """Queue the grid tasks x models x strategies x seeds as one experiment; return its id."""
     if not (tasks and models and strategies and seeds):
         raise ValueError("pick at least one task, model, strategy and seed")
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"too many seeds: {len(seeds):,}; one launch takes at most {MAX_SEEDS}")
+    name = experiment_name(name)
     configs = [resolve_config(t, m, s, seed, budget, overrides)
                for t, m, s, seed in itertools.product(tasks, models, strategies, seeds)]
     grid = {"tasks": tasks, "models": models, "strategies": strategies, "seeds": seeds,
             "budget": budget, "overrides": overrides or {}}
     with sessions.begin() as session:
-        experiment = Experiment(name=name.strip() or "experiment", grid=grid)
+        experiment = Experiment(name=name, grid=grid)
         experiment.runs = [new_run(c) for c in configs]
         session.add(experiment)
         session.flush()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bt_core.config import RunConfig
 from bt_core.evaluate import evaluate
+from bt_core.export import artifacts_dir
 from bt_core.lease import Lease, LeaseLost
 from bt_core.lm.base import LM
 from bt_core.modules import Module
@@ -29,7 +30,7 @@ from bt_core.recording import RunCancelled, recording
 from bt_core.strategy import format_strategy, parse_strategy
 from bt_core.tasks import Splits, Task, get_task
 from db.models import Run, RunStatus, Step, StepStatus, utcnow
-from db.session import artifacts_root, data_dir
+from db.session import data_dir
 
 
 @lru_cache(maxsize=2)
@@ -41,10 +42,6 @@ def load_lm(model: str, backend: str, max_batch_size: int, lora_rank: int) -> LM
 
     cache = LMCache(os.environ.get("BT_LM_CACHE") or data_dir() / "lm_cache.sqlite")
     return build_lm(backend, resolve_model(model), cache, max_batch_size, lora_rank)
-
-
-def artifacts_dir(run_id: int) -> Path:
-    return artifacts_root() / f"run-{run_id}"
 
 
 def attempt_dir(lease: Lease) -> Path:

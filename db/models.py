@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from db.limits import EXPERIMENT_NAME_MAX, MODEL_MAX, STRATEGY_COLUMN
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -40,7 +42,7 @@ class StepStatus(str, enum.Enum):
 class Experiment(Base):
     __tablename__ = "experiments"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(EXPERIMENT_NAME_MAX))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     grid: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what the user asked for
     runs: Mapped[list[Run]] = relationship(back_populates="experiment", cascade="all, delete-orphan")
@@ -51,15 +53,15 @@ class Run(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
     task: Mapped[str] = mapped_column(String(50))
-    model: Mapped[str] = mapped_column(String(300))
-    strategy: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(MODEL_MAX))
+    strategy: Mapped[str] = mapped_column(String(STRATEGY_COLUMN))
     seed: Mapped[int] = mapped_column(Integer)
     budget: Mapped[str] = mapped_column(String(20))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # fully resolved RunConfig
     config_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[RunStatus] = mapped_column(Enum(RunStatus, native_enum=False), default=RunStatus.queued, index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
-    current_step: Mapped[str | None] = mapped_column(String(100))
+    current_step: Mapped[str | None] = mapped_column(String(STRATEGY_COLUMN))
     message: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -87,7 +89,7 @@ class Step(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(20))  # "vanilla", "p" or "w"
-    label: Mapped[str] = mapped_column(String(100))  # strategy prefix, e.g. "p -> w"
+    label: Mapped[str] = mapped_column(String(STRATEGY_COLUMN))  # strategy prefix, e.g. "p -> w"
     status: Mapped[StepStatus] = mapped_column(Enum(StepStatus, native_enum=False), default=StepStatus.running)
     program_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the program this step produced
     adapter_path: Mapped[str | None] = mapped_column(Text)  # the LM's LoRA adapter after this step

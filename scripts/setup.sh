@@ -8,7 +8,13 @@ fi
 req=requirements.txt
 [ "${1:-}" = "dev" ] && req=requirements-dev.txt
 [ "${1:-}" = "gpu" ] && req=requirements-gpu.txt
-stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-${1:-run}"
+hash="$(cat requirements*.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$hash-${1:-run}"
+# The dev install holds the runtime, and the gpu one replaces it: either serves a plain setup
+# (scripts/dashboard.sh), which must not reinstall the CPU build over them.
+if [ -z "${1:-}" ] && compgen -G ".venv/.installed-$hash-*" >/dev/null; then
+  exit 0
+fi
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r "$req"

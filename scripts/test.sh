@@ -13,9 +13,18 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 scripts/setup.sh dev
 # The database tests run against SQLite and against a real PostgreSQL server; a missing one fails them.
+# A server this script starts stops when it ends; one that was running already, or that
+# BT_TEST_POSTGRES_URL names, is left as it was.
 if [ -z "${BT_TEST_POSTGRES_URL:-}" ]; then
+  if ! scripts/postgres.sh status; then
+    trap 'scripts/postgres.sh stop || true' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+  fi
   url="$(scripts/postgres.sh)"
   export BT_TEST_POSTGRES_URL="$url"
 fi
 # pytest exits 5 when it collects no test: that is a failure here too.
-exec .venv/bin/python -m pytest "$@"
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+exit "$status"

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from bt_core.export import program_document
+from bt_core.export import adapter_files, adapter_folder, program_document
 
 from bt_core.experiments import delete_run, request_cancel, retry_run
 from db import queries
@@ -152,7 +152,11 @@ def _export(db: Sessions, info: dict[str, Any]) -> None:
     left, right = st.columns(2)
     left.download_button("Program JSON", json.dumps(program, indent=2), f"run-{info['id']}-program.json",
                          "application/json", icon=":material/download:", on_click="ignore")
-    adapter = Path(final["adapter_path"]) if final["adapter_path"] else None
+    try:
+        adapter = adapter_folder(info["id"], final["adapter_path"])
+    except ValueError as exc:
+        right.error(str(exc))
+        return
     if adapter is not None and adapter.is_dir():
         right.download_button("LoRA adapter (PEFT, zip)", lambda: _zip(adapter), f"run-{info['id']}-adapter.zip",
                               "application/zip", icon=":material/download:", on_click="ignore")
@@ -163,7 +167,6 @@ def _export(db: Sessions, info: dict[str, Any]) -> None:
 def _zip(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder))
+        for path in adapter_files(folder):
+            archive.write(path, path.relative_to(folder))
     return buffer.getvalue()

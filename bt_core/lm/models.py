@@ -11,6 +11,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.limits import MODEL_MAX
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -34,12 +36,18 @@ REGISTRY: dict[str, str] = {
 
 def resolve_model(name: str) -> ModelSpec:
     name = name.strip()
+    if len(name) > MODEL_MAX:  # checked first: it is stored with every run, and probed on disk below
+        raise ModelNotFound(f"model name is {len(name):,} characters; at most {MODEL_MAX}")
     if name == EMBEDDED:
         return _embedded()
     path = Path(name).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
+    try:
+        gguf_file, folder = path.suffix == ".gguf" and path.is_file(), path.is_dir()
+    except OSError as exc:  # e.g. a part longer than the file system allows
+        raise ModelNotFound(f"model path {name!r}: {exc.strerror}") from None
+    if gguf_file:
         return ModelSpec(name, str(path.parent), path.name)
-    if path.is_dir():
+    if folder:
         if not (path / "config.json").is_file() and not list(path.glob("*.gguf")):
             raise ModelNotFound(f"model folder {name!r} has no config.json or .gguf file")
         gguf = next((p.name for p in path.glob("*.gguf")), None) if not (path / "config.json").is_file() else None

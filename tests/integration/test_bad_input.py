@@ -34,6 +34,9 @@ def digest(path):
     (["--task", "iris", "--strategy", ""], "empty strategy"),
     (["--task", "iris", "--budget", "huge"], "unknown budget 'huge'"),
     (["--task", "iris", "--backend", "tpu"], "unknown backend 'tpu'; valid: auto, hf, vllm"),
+    (["--task", "iris", "--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+    (["--task", "iris", "--model", "/" + "d" * 400], "model name is 401 characters; at most 300"),
+    (["--task", "iris", "--name", "n" * 201], "experiment name is 201 characters; at most 200"),
 ])
 def test_bad_run_arguments(stored, args, message):
     url, path = stored
@@ -123,6 +126,9 @@ def test_unknown_run_id(stored):
     (["--task", "iris", "--strategy", "p", "--seeds", "0,x"], "bad seed 'x'"),
     (["--task", "iris", "--task", "mnist", "--strategy", "p"], "unknown task 'mnist'"),
     (["--task", "iris", "--strategy", "p", "--budget", "huge"], "unknown budget 'huge'"),
+    (["--task", "iris", "--strategy", "p", "--seeds", "0-100000000"],
+     "too many seeds: '0-100000000' is 100,000,001; one launch takes at most 100"),
+    (["--task", "iris", "--strategy", "p", "--name", "n" * 201], "experiment name is 201 characters; at most 200"),
 ])
 def test_bad_submit_arguments(stored, args, message):
     url, path = stored

@@ -33,9 +33,10 @@ def cluster() -> Iterator[Cluster]:
 
 
 def serve(cluster: Cluster, url: str, log: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, **cluster.env, "BT_STALE_AFTER_S": "4"}
+    """The URL goes in the environment: on a command line, any local user could read its password."""
+    env = {**os.environ, **cluster.env, "BT_STALE_AFTER_S": "4", "BT_DATABASE_URL": url}
     with open(log, "a") as out:
-        return subprocess.Popen([sys.executable, "-m", "bt_core", "--db", url, "worker", "--executor", "ray",
+        return subprocess.Popen([sys.executable, "-m", "bt_core", "worker", "--executor", "ray",
                                  "--address", cluster.address, *extra],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -43,8 +44,8 @@ def serve(cluster: Cluster, url: str, log: Path, *extra: str) -> subprocess.Pope
 def test_a_grid_runs_as_ray_tasks_into_postgresql(cluster, postgres_url):
     sessions = session_factory(postgres_url)
     launch_experiment(sessions, "ray grid", ["iris"], ["smollm2-135m"], ["p", "w"], [0], "smoke")
-    result = bt("--db", postgres_url, "worker", "--executor", "ray", "--address", cluster.address, "--once",
-                env=cluster.env, timeout=1800)
+    result = bt("worker", "--executor", "ray", "--address", cluster.address, "--once",
+                env={**cluster.env, "BT_DATABASE_URL": postgres_url}, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run 1: done" in result.stdout and "run 2: done" in result.stdout
     with sessions() as session:

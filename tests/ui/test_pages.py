@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from streamlit.testing.v1 import AppTest
 
 from db import queries
+from db.limits import EXPERIMENT_NAME_MAX
 from db.session import session_factory
 from ui.common import PAGES
 
@@ -102,6 +103,23 @@ def test_launch_shows_invalid_choices_inline(filled_db, monkeypatch, widget, val
     assert not app.exception
     assert any(message in e.value for e in app.error)
     assert next(b for b in app.button if b.label == "Queue experiment").disabled
+
+
+def test_launch_bounds_the_seeds_and_the_name(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    app = start(url, monkeypatch, "launch")
+    app.text_input[1].input("0-100000000").run()
+    assert not app.exception
+    assert any("too many seeds: '0-100000000' is 100,000,001" in e.value for e in app.error)
+    queue = lambda: next(b for b in app.button if b.label == "Queue experiment")
+    assert queue().disabled
+    app.multiselect[1].set_value(["p"])
+    app.text_input[1].input("0-99")
+    app.text_input[2].set_value("n" * 500).run()  # as a client that ignores the field's max_chars would
+    assert not app.error and "100" in [m.value for m in app.metric]
+    queue().click().run()
+    assert "with 100 runs" in app.success[0].value
+    assert [e["name"] for e in queries.experiments(session_factory(url))] == ["n" * EXPERIMENT_NAME_MAX]
 
 
 def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
