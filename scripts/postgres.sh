@@ -8,8 +8,10 @@
 # (BT_TEST_POSTGRES_URL), never on a command line, where any local user could read it.
 # Installs Debian's postgresql when run as root on a machine without it; otherwise says how.
 set -euo pipefail
-port="${BT_PG_PORT:-54329}"
-dir="${BT_PG_DIR:-/tmp/bt-postgres-$(id -u)}"
+# Not the port and folder of the trust-auth server an older version made (54329, /tmp/bt-postgres-UID),
+# which a machine may still hold: this script refuses to reuse such a server, so it never meets one.
+port="${BT_PG_PORT:-54331}"
+dir="${BT_PG_DIR:-/tmp/bt-test-postgres-$(id -u)}"
 password_file="$dir/bt-password"
 
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
