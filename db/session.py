@@ -1,5 +1,6 @@
 """Engine and sessions: one URL from --db, BT_DATABASE_URL, or a SQLite file in the data dir.
 
+Opening a database migrates it to the code's schema (db/migrate.py), once per process and URL.
 SQLite gets WAL (the UI reads while a worker writes), a busy timeout, and foreign keys on so
 deleting a run deletes its rows. PostgreSQL (what several machines share) goes through psycopg 3
 whatever driver the URL names, with a connect timeout so an unreachable server fails in seconds.
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Base
+from db.migrate import SchemaTooNew, upgrade
 
 
 class DatabaseError(ValueError):
@@ -61,7 +62,7 @@ def shown(url: str) -> str:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    """Create the engine and the tables, or fail with one clear line."""
+    """Create the engine and bring the schema to head, or fail with one clear line."""
     url = database_url(url)
     try:
         engine = create_engine(url, **_engine_options(url))
@@ -70,11 +71,19 @@ def get_engine(url: str | None = None) -> Engine:
     if engine.dialect.name == "sqlite":
         _prepare_sqlite(engine, url)
     try:
-        Base.metadata.create_all(engine)
-    except OperationalError as exc:
-        reason = " ".join(str(exc.orig).split())  # psycopg's messages span lines
-        raise DatabaseError(f"cannot open database {shown(url)!r}: {reason}") from None
+        upgrade(engine)
+    except (SchemaTooNew, OperationalError, OSError) as exc:  # OSError: the SQLite lock file
+        engine.dispose()
+        raise DatabaseError(_open_failure(url, exc)) from None
     return engine
+
+
+def _open_failure(url: str, exc: Exception) -> str:
+    if isinstance(exc, SchemaTooNew):
+        return (f"database {shown(url)!r} is at schema revision {exc.revision}, newer than this code "
+                f"(head {exc.head}): upgrade BetterTogether Studio")
+    reason = exc.strerror if isinstance(exc, OSError) else " ".join(str(exc.orig).split())  # psycopg's span lines
+    return f"cannot open database {shown(url)!r}: {reason}"
 
 
 def _engine_options(url: str) -> dict[str, Any]:
