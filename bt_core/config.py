@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+import logging
+from dataclasses import asdict, fields
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -20,6 +21,7 @@ from db.limits import MODEL_MAX, SEED_MAX, STRATEGY_MAX
 
 BudgetName = Literal["smoke", "default", "paper"]
 BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
+log = logging.getLogger("bt_core.config")
 
 
 LORA: dict[str, LoraConfig] = {
@@ -53,6 +55,21 @@ class RunConfig(BaseModel):
         if len(canonical) > STRATEGY_MAX:  # its column and every step's label would overflow
             raise ValueError(f"{len(canonical)} characters written out; at most {STRATEGY_MAX}")
         return canonical
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> RunConfig:
+        """The config a run was stored with, possibly by an earlier version: settings since removed
+        (top level or in lora) are dropped with a warning naming them, and settings added since
+        take their defaults, so the run stays resumable."""
+        known_lora = {f.name for f in fields(LoraConfig)}
+        lora = stored.get("lora", {})
+        dropped = sorted(set(stored) - set(cls.model_fields)) + sorted(f"lora.{k}" for k in set(lora) - known_lora)
+        if dropped:
+            log.warning("stored run config: ignoring settings this version no longer has: %s", ", ".join(dropped))
+        kept = {key: value for key, value in stored.items() if key in cls.model_fields}
+        if "lora" in kept:
+            kept["lora"] = {key: value for key, value in lora.items() if key in known_lora}
+        return cls(**kept)
 
     def lora_config(self) -> LoraConfig:
         return LoraConfig(**self.lora)

@@ -73,7 +73,7 @@ def run_to_end(lease: Lease) -> RunStatus:
 
 def execute_run(lease: Lease) -> None:
     with lease.sessions() as session:
-        config = RunConfig(**session.get(Run, lease.run_id).config)
+        config = RunConfig.from_stored(session.get(Run, lease.run_id).config)
     task = get_task(config.task)
     sizes = config.sizes
     splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
