@@ -75,3 +75,13 @@ def test_an_old_unfinished_run_resumes_to_the_end(old_url, monkeypatch, caplog):
         assert run.error is None and run.test_score is not None
     assert steps[0] == (0, StepStatus.done, step_0.started_at)  # kept from before, not redone
     assert [s[:2] for s in steps[1:]] == [(1, StepStatus.done)]
+
+
+def test_the_dashboard_refuses_a_newer_database_in_one_line(old_url, monkeypatch):
+    engine = create_engine(old_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    engine.dispose()
+    app = start(old_url, monkeypatch)
+    assert "is at schema revision 9999, newer than this code" in app.error[0].value
+    assert revision(old_url) == "9999"
