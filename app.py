@@ -16,7 +16,8 @@ import time
 import streamlit as st
 from sqlalchemy.engine import make_url
 
-from bt_core.worker import start_worker_process, worker_alive
+from bt_core.cores import machine_cores
+from bt_core.worker import start_worker_process, worker_alive, workers_here
 from db import queries
 from db.session import DatabaseError, data_dir, database_url
 from ui.common import PAGES, STATUS_ICONS, Sessions, sessions
@@ -68,6 +69,10 @@ def worker_status(db: Sessions, url: str) -> None:
         st.error(f"The worker this dashboard started stopped: {died}", icon=":material/error:")
     if state == "none":
         st.caption("Queued runs wait for `python -m bt_core worker`.")
+    if here := workers_here(db):
+        shares = ", ".join(f"{worker.rpartition(':')[2]}: {f'{threads} of {machine_cores()} cores' if threads else 'idle'}"
+                           for worker, threads in here)
+        st.caption(f"{len(here)} alive on this machine (pid: share) · {shares}")
     counts = queries.status_counts(db)
     st.caption(" · ".join(f"{STATUS_ICONS[s]} {counts.get(s, 0)} {s}" for s in ("queued", "running", "done",
                                                                                  "failed")))

@@ -7,8 +7,9 @@ runs (Iris, p -> w -> p, distinct seeds) of a tiny random-weight model (tests/ti
 so the LM is cheap and the database is what the workers share, and starts K
 `python -m bt_core worker` processes (the URL in BT_DATABASE_URL, never on argv, as it may hold a
 password; each worker with its own log and LM-cache file, so the only database they contend on
-is the run database). A reader thread meanwhile refreshes the Runs and Traces pages' queries
-(db/queries.py) twice a second, as an open dashboard tab does. After `--seconds` (or once the
+is the run database; no BT_THREADS or OMP_NUM_THREADS, so each takes the share of the machine's
+cores that bt_core/cores.py gives it, as users run them). A reader thread meanwhile refreshes
+the Runs and Traces pages' queries (db/queries.py) twice a second, as an open dashboard tab does. After `--seconds` (or once the
 queue is empty) everything stops and the phase reports:
 
 - runs done and failed, and runs done per minute (worker start-up included);
@@ -60,7 +61,7 @@ from bt_core.tasks import get_task  # noqa: E402
 from db import queries  # noqa: E402
 from db.models import ExampleScore, Run, RunStatus, Step, StepStatus, Trace  # noqa: E402
 from db.session import database_url, get_engine, session_factory  # noqa: E402
-from tests.tiny_model import TINY_MODEL_ENV, build_tiny_model  # noqa: E402
+from tests.tiny_model import build_tiny_model  # noqa: E402
 
 STRATEGY = "p -> w -> p"
 REFRESH_S = 0.5
@@ -150,9 +151,10 @@ def phase_database(kind: str, folder: Path, postgres_url: str | None) -> Iterato
 
 
 def start_worker(url: str, home: Path, index: int) -> subprocess.Popen:
-    env = {**os.environ, **TINY_MODEL_ENV, "BT_DATABASE_URL": url, "BT_HOME": str(home),
+    env = {**os.environ, "BT_DATABASE_URL": url, "BT_HOME": str(home),
            "BT_LM_CACHE": str(home / f"lm_cache-{index}.sqlite"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("BT_STALE_AFTER_S", None)  # the default staleness, as users run it
+    for setting in ("BT_STALE_AFTER_S", "BT_THREADS", "OMP_NUM_THREADS"):  # the defaults, as users run it
+        env.pop(setting, None)
     with open(home / f"worker-{index}.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "bt_core", "worker"], cwd=ROOT, env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

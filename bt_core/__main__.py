@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -18,16 +19,24 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bt_core.cores import requested_threads
 from bt_core.export import adapter_files, adapter_folder, program_document
 from db.limits import EXPERIMENT_NAME_MAX
 from db.models import Experiment, Run, RunStatus, Step, Training
 from db.session import DatabaseError, database_url, session_factory
 
 
+THREADS_HELP = ("threads for the model, held as this machine's core slots (default: BT_THREADS, else the cores "
+                "split among the workers alive here); a run waits while every core is held")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     try:
+        if getattr(args, "threads", None) is not None:
+            os.environ["BT_THREADS"] = args.threads
+            requested_threads()  # a bad value is one line before anything is written
         return args.handler(args)
     except (ValueError, DatabaseError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -49,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="auto", help="inference: auto (vLLM on a CUDA GPU that can serve the "
                                                        "model, else transformers), hf (transformers) or vllm")
     run.add_argument("--name", default="", help="experiment name")
+    run.add_argument("--threads", help=THREADS_HELP)
     run.set_defaults(handler=cmd_run)
     submit = sub.add_parser("submit", help="queue a grid (tasks x models x strategies x seeds) as one experiment "
                                            "for the workers, as the Launch page does")
@@ -65,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="local: run here, one at a time; ray: each run as a Ray task on any node")
     worker.add_argument("--address", help="ray: a running cluster (HOST:PORT or auto); default: start one here")
-    worker.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run reserves")
+    worker.add_argument("--threads", help=THREADS_HELP)
+    worker.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run reserves (its threads)")
     worker.add_argument("--gpus-per-run", type=float, default=1.0,
                         help="ray: GPUs each run of a model other than the embedded one reserves")
     worker.set_defaults(handler=cmd_worker)
@@ -91,8 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     re-queued once its heartbeat is stale and resumes on a worker; stopped (Ctrl-C, SIGTERM),
     it is handed back to the queue at once."""
     from bt_core.config import resolve_config
+    from bt_core.cores import machine_cores
     from bt_core.experiments import experiment_name, new_run
-    from bt_core.worker import claim_new, execute_claimed, registered
+    from bt_core.worker import claim_new, execute_claimed, registered, wait_for_cores
 
     config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
                             {"backend": args.backend})
@@ -100,10 +112,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     sessions = _sessions(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with registered(sessions) as me:
-        lease = claim_new(sessions, me.worker, Experiment(name=name, runs=[new_run(config)]))
-        print(f"run {lease.run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / "
-              f"{config.budget} / {config.backend}", flush=True)
-        status = execute_claimed(me, lease)
+        share = wait_for_cores(sessions)
+        try:
+            lease = claim_new(sessions, me.worker, Experiment(name=name, runs=[new_run(config)]), threads=share.threads)
+            print(f"run {lease.run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / "
+                  f"{config.budget} / {config.backend} / {share.threads} of {machine_cores()} cores", flush=True)
+            status = execute_claimed(me, lease, share.threads)
+        finally:
+            share.release()
     cmd_show(argparse.Namespace(db=args.db, run_id=lease.run_id))
     return 0 if status == RunStatus.done else 1
 

@@ -163,9 +163,10 @@ def node_database_url(driver_url: str) -> str:
 def _run_task(db_url: str, run_id: int) -> str:
     """On a Ray worker: claim the run if it is still queued and execute it as a local worker does."""
     sessions = session_factory(node_database_url(db_url))
+    threads = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))  # the reservation
     with registered(sessions) as me:
-        lease = claim(sessions, me.worker, run_id)
+        lease = claim(sessions, me.worker, run_id, threads=threads)
         if lease is None:
             return "skipped: claimed elsewhere or cancelled since it was submitted"
-        status = execute_claimed(me, lease)
+        status = execute_claimed(me, lease, threads)
         return "stopped: another worker took the run over" if status is None else status.value

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bt_core.cores import CoreShare, fair_share, machine_cores, take_cores, use_threads
 from bt_core.lease import Lease, LeaseLost, stale_after_s
 from bt_core.runner import run_to_end
 from db.clock import database_now, db_now
@@ -49,17 +50,26 @@ class Registration:
 
 
 def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float = 1.0) -> None:
-    """Serve queued runs until interrupted (or, with once, until the queue is empty)."""
+    """Serve queued runs until interrupted (or, with once, until the queue is empty).
+
+    Cores come before the run: a worker that finds every core of its host held claims nothing
+    and waits, so the queued run goes to a worker that can compute it now."""
     with registered(sessions) as me:
         while True:
             requeue_stale(sessions)
-            lease = claim(sessions, me.worker)
+            share = take_share(sessions)
+            lease = None if share is None else claim(sessions, me.worker, threads=share.threads)
             if lease is None:
-                if once:
+                if share is not None:
+                    share.release()
+                if once and not queued(sessions):
                     return
                 time.sleep(poll_s)
                 continue
-            execute_claimed(me, lease)
+            try:
+                execute_claimed(me, lease, share.threads)
+            finally:
+                share.release()
 
 
 @contextmanager
@@ -85,8 +95,10 @@ def registered(sessions: sessionmaker[Session]) -> Iterator[Registration]:
             log.warning("could not deregister worker %s: %s", me.worker, exc)
 
 
-def execute_claimed(me: Registration, lease: Lease) -> RunStatus | None:
-    """Run a claimed run to its end under this worker's heartbeat; None when the lease was lost."""
+def execute_claimed(me: Registration, lease: Lease, threads: int) -> RunStatus | None:
+    """Run a claimed run to its end on `threads` threads under this worker's heartbeat; None when
+    the lease was lost."""
+    use_threads(threads)
     me.lease = lease
     try:
         return run_to_end(lease)
@@ -101,7 +113,8 @@ def execute_claimed(me: Registration, lease: Lease) -> RunStatus | None:
         me.lease = None
 
 
-def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None) -> Lease | None:
+def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None, *,
+          threads: int | None = None) -> Lease | None:
     """Take the oldest queued run (or this one, if still queued) under a fresh lease; None when none.
 
     On PostgreSQL, SKIP LOCKED lets concurrent claims pass over a row another worker is
@@ -116,17 +129,19 @@ def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None) -
             row = session.execute(
                 update(Run).where(Run.id == target, Run.status == RunStatus.queued)
                 .values(status=RunStatus.running, worker=me, attempt=Run.attempt + 1, heartbeat_at=db_now(),
-                        started_at=utcnow(), error=None)
+                        started_at=utcnow(), error=None, cpu_threads=threads)
                 .returning(Run.id, Run.attempt)).first()
             return None if row is None else (row[0], row[1])
     taken = retrying(take, give_up_after_s=stale_after_s(), what="claim")
     return None if taken is None else Lease(sessions, taken[0], taken[1], me)
 
 
-def claim_new(sessions: sessionmaker[Session], me: str, experiment: Experiment) -> Lease:
+def claim_new(sessions: sessionmaker[Session], me: str, experiment: Experiment, *,
+              threads: int | None = None) -> Lease:
     """Insert a one-run experiment already claimed by `me`, so no other worker can take it first."""
     [run] = experiment.runs
     run.status, run.worker, run.attempt, run.started_at = RunStatus.running, me, 1, utcnow()
+    run.cpu_threads = threads
     run.heartbeat_at = db_now()
     with sessions.begin() as session:
         session.add(experiment)
@@ -184,10 +199,67 @@ def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threadin
             log.warning("heartbeat of worker %s failed: %s", me.worker, " ".join(str(exc).split())[:200])
 
 
-def worker_alive(sessions: sessionmaker[Session]) -> bool:
+def wait_for_cores(sessions: sessionmaker[Session], poll_s: float = 1.0) -> CoreShare:
+    """This process's share of the host's cores, once some are free (a foreground run waits
+    for them as a worker does, saying so once)."""
+    said = False
+    while (share := take_share(sessions)) is None:
+        if not said:
+            print("waiting for a free core: every core of this machine is held by another run", file=sys.stderr,
+                  flush=True)
+            said = True
+        time.sleep(poll_s)
+    return share
+
+
+def take_share(sessions: sessionmaker[Session], settle_s: float = 1.0) -> CoreShare | None:
+    """This process's share of the host's cores (bt_core/cores.py), or None while others hold them.
+
+    Slots held by a process whose run does not heartbeat (suspended with Ctrl-Z or SIGSTOP: it
+    computes nothing, yet the kernel keeps its locks) are not counted against the cores; seen
+    twice, `settle_s` apart, so a claim in flight is not mistaken for one."""
+    wanted = fair_share(len(workers_here(sessions)))
+    for attempt in range(2):
+        if (share := take_cores(wanted)) is not None or (free := free_threads(sessions)) <= 0:
+            return share
+        if attempt == 0:
+            time.sleep(settle_s)
+    return CoreShare(min(wanted, free))
+
+
+def free_threads(sessions: sessionmaker[Session]) -> int:
+    """The host's cores less the threads of the runs on it that heartbeat."""
+    host = socket.gethostname()
     with sessions() as session:
         cutoff = database_now(session) - timedelta(seconds=stale_after_s())
-        return session.scalar(select(Worker.id).where(Worker.heartbeat_at >= cutoff).limit(1)) is not None
+        busy = session.scalar(select(func.coalesce(func.sum(Run.cpu_threads), 0)).where(
+            Run.status == RunStatus.running, Run.heartbeat_at >= cutoff,
+            Run.worker.startswith(f"{host}:", autoescape=True)))
+    return machine_cores() - busy
+
+
+def queued(sessions: sessionmaker[Session]) -> bool:
+    with sessions() as session:
+        return session.scalar(select(Run.id).where(Run.status == RunStatus.queued).limit(1)) is not None
+
+
+def live_workers(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
+    """(worker id, threads of the run it executes, None when idle) of every worker with a fresh heartbeat."""
+    with sessions() as session:
+        cutoff = database_now(session) - timedelta(seconds=stale_after_s())
+        return [(worker, threads) for worker, threads in session.execute(
+            select(Worker.id, Run.cpu_threads).outerjoin(Run, Run.id == Worker.current_run_id)
+            .where(Worker.heartbeat_at >= cutoff).order_by(Worker.id))]
+
+
+def workers_here(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
+    """The live workers whose id names this host (this process's own included once registered)."""
+    host = socket.gethostname()
+    return [(worker, threads) for worker, threads in live_workers(sessions) if worker.rpartition(":")[0] == host]
+
+
+def worker_alive(sessions: sessionmaker[Session]) -> bool:
+    return bool(live_workers(sessions))
 
 
 def start_worker_process(db_url: str) -> subprocess.Popen:

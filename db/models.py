@@ -69,6 +69,7 @@ class Run(Base):
     # The lease: every claim takes the next attempt, and a write for the run holds only while
     # the run is still running under the attempt its writer claimed (bt_core/lease.py).
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cpu_threads: Mapped[int | None] = mapped_column(Integer)  # the model's threads in its latest attempt (bt_core/cores.py)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock, UTC
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
