@@ -4,6 +4,10 @@ module-level inputs and outputs of the teacher's successful traces.
 Bootstrapped demos are what teach a small model the output format and carry reasoning,
 which labeled examples lack. When the teacher has no demos it gets labeled ones first (as in
 DSPy), so that even a model that breaks the format zero-shot produces some successful traces.
+The default teacher of a p step is the student without its demos, as in the DSPy the paper ran
+(before its October 2024 change): a later p bootstraps afresh from the current LM. Every demo
+remembers the training example it came from, and a teacher never runs an example with a demo
+made from it, or an example could pass by copying its own answer.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bt_core.evaluate import ExampleResult, Metric, run_example
-from bt_core.modules import Example, Module
+from bt_core.modules import SOURCE, Example, Module, demo_from, example_id
 from bt_core.recording import recorder
 
 
@@ -26,7 +30,7 @@ class LabeledFewShot:
         program = student.reset_copy()
         sample = random.Random(self.seed).sample(trainset, min(self.k, len(trainset)))
         for predictor in program.predictors():
-            predictor.demos = [Example(e) for e in sample]
+            predictor.demos = [demo_from(e, e) for e in sample]
         return program
 
 
@@ -40,7 +44,7 @@ class BootstrapFewShot:
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None,
                 teacher: Module | None = None) -> Module:
-        teacher = teacher_for(student, teacher, trainset, self.max_labeled_demos, self.seed)
+        teacher = teacher_for(student.reset_copy(), teacher, trainset, self.max_labeled_demos, self.seed)
         successes = [r for r in bootstrap_traces(teacher, trainset, self.metric, self.threads) if r.score >= 1.0]
         program = student.reset_copy()
         used: set[int] = set()
@@ -50,7 +54,7 @@ class BootstrapFewShot:
                     break
                 call = next((c for c in result.calls if c.module == name), None)
                 if call is not None:
-                    predictor.demos.append(Example({**call.inputs, **call.outputs}))
+                    predictor.demos.append(demo_from(result.example, {**call.inputs, **call.outputs}))
                     used.add(result.index)
         self._fill_labeled(program, [e for i, e in enumerate(trainset) if i not in used])
         return program
@@ -60,7 +64,7 @@ class BootstrapFewShot:
         for predictor in program.predictors():
             room = self.max_labeled_demos - len(predictor.demos)
             if room > 0:
-                predictor.demos.extend(Example(e) for e in rng.sample(unused, min(room, len(unused))))
+                predictor.demos.extend(demo_from(e, e) for e in rng.sample(unused, min(room, len(unused))))
 
 
 def teacher_for(student: Module, teacher: Module | None, trainset: list[Example], k: int, seed: int) -> Module:
@@ -87,7 +91,9 @@ def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, t
 
 
 def _without_demo(teacher: Module, example: Example) -> Module:
+    """The teacher without any demo made from `example`: no example runs with its own answer."""
+    source = example_id(example)
     own = teacher.deepcopy()
     for predictor in own.predictors():
-        predictor.demos = [d for d in predictor.demos if dict(d) != dict(example)]
+        predictor.demos = [d for d in predictor.demos if d.get(SOURCE) != source]
     return own
