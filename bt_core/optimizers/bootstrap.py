@@ -7,7 +7,8 @@ DSPy), so that even a model that breaks the format zero-shot produces some succe
 The default teacher of a p step is the student without its demos, as in the DSPy the paper ran
 (before its October 2024 change): a later p bootstraps afresh from the current LM. Every demo
 remembers the training example it came from, and a teacher never runs an example with a demo
-made from it, or an example could pass by copying its own answer.
+made from it, or an example could pass by copying its own answer. A labeled example becomes a
+demo only of the predictors whose outputs it has.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from bt_core.adapter import informative
 from bt_core.evaluate import ExampleResult, Metric, run_example
 from bt_core.modules import SOURCE, Example, Module, demo_from, example_id
 from bt_core.recording import recorder
@@ -28,9 +30,9 @@ class LabeledFewShot:
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None) -> Module:
         program = student.reset_copy()
-        sample = random.Random(self.seed).sample(trainset, min(self.k, len(trainset)))
         for predictor in program.predictors():
-            predictor.demos = [demo_from(e, e) for e in sample]
+            pool = [e for e in trainset if informative(predictor.signature, e)]
+            predictor.demos = [demo_from(e, e) for e in random.Random(self.seed).sample(pool, min(self.k, len(pool)))]
         return program
 
 
@@ -63,8 +65,9 @@ class BootstrapFewShot:
         rng = random.Random(self.seed)
         for predictor in program.predictors():
             room = self.max_labeled_demos - len(predictor.demos)
+            pool = [e for e in unused if informative(predictor.signature, e)]
             if room > 0:
-                predictor.demos.extend(demo_from(e, e) for e in rng.sample(unused, min(room, len(unused))))
+                predictor.demos.extend(demo_from(e, e) for e in rng.sample(pool, min(room, len(pool))))
 
 
 def teacher_for(student: Module, teacher: Module | None, trainset: list[Example], k: int, seed: int) -> Module:

@@ -5,9 +5,11 @@ prompt passes only by leaking, a metric that records its trace argument shows wh
 """
 
 from bt_core.lm.scripted import ScriptedLM
-from bt_core.optimizers import BootstrapFewShot
-from bt_core.optimizers.bootstrap import bootstrap_traces
+from bt_core.modules import Example
+from bt_core.optimizers import BootstrapFewShot, LabeledFewShot
+from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.tasks import get_task
+from bt_core.tasks.hotpotqa import MultiHop
 from tests.scripted import scripted_iris_lm
 
 IRIS = get_task("iris")
@@ -34,3 +36,27 @@ def test_no_train_example_sees_its_own_bootstrapped_demo():
     assert [r.index for r in results if r.score] == []
     again = BootstrapFewShot(IRIS.metric).compile(prompted, trainset=SPLITS.train)  # a second p step
     assert not any("reasoning" in d for d in again.classify.demos)
+
+
+class NoPassages:
+    def search(self, query: str, k: int) -> list:
+        return []
+
+
+def hotpotqa_program(script) -> MultiHop:
+    program = MultiHop(NoPassages())
+    program.set_lm(ScriptedLM(script))
+    return program
+
+
+QA = [Example(question=f"question {i}?", answer=f"answer {i}").with_inputs("question") for i in range(6)]
+
+
+def test_labeled_examples_without_a_modules_outputs_are_no_demos_for_it():
+    """HotPotQA's examples have no search_query: as demos of a query module they are empty turns."""
+    labeled = LabeledFewShot(k=3).compile(hotpotqa_program(copycat), trainset=QA)
+    assert [len(q.demos) for q in labeled.generate_query] == [0, 0] and len(labeled.generate_answer.demos) == 3
+    teacher = teacher_for(hotpotqa_program(copycat), None, QA, 3, seed=0)
+    assert [len(q.demos) for q in teacher.generate_query] == [0, 0]
+    filled = BootstrapFewShot(lambda e, p, t=None: 0.0).compile(hotpotqa_program(copycat), trainset=QA)
+    assert [len(q.demos) for q in filled.generate_query] == [0, 0] and len(filled.generate_answer.demos) == 3
