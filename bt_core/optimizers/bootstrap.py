@@ -85,7 +85,7 @@ def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, t
 
     def attempt(item: tuple[int, Example]) -> ExampleResult:
         index, example = item
-        return run_example(_without_demo(teacher, example), index, example, metric)
+        return run_example(_without_demo(teacher, example), index, example, metric, bootstrapping=True)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = list(pool.map(attempt, enumerate(trainset)))

@@ -4,8 +4,9 @@ A scripted LM makes each defect visible: a model that copies an answer it can se
 prompt passes only by leaking, a metric that records its trace argument shows what it saw.
 """
 
+from bt_core.evaluate import evaluate
 from bt_core.lm.scripted import ScriptedLM
-from bt_core.modules import Example
+from bt_core.modules import Call, Example
 from bt_core.optimizers import BootstrapFewShot, LabeledFewShot
 from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.tasks import get_task
@@ -60,3 +61,20 @@ def test_labeled_examples_without_a_modules_outputs_are_no_demos_for_it():
     assert [len(q.demos) for q in teacher.generate_query] == [0, 0]
     filled = BootstrapFewShot(lambda e, p, t=None: 0.0).compile(hotpotqa_program(copycat), trainset=QA)
     assert [len(q.demos) for q in filled.generate_query] == [0, 0] and len(filled.generate_answer.demos) == 3
+
+
+def test_the_metric_sees_the_trace_while_bootstrapping_and_only_then():
+    seen = []
+
+    def metric(example, prediction, trace=None):
+        seen.append(trace)
+        return IRIS.metric(example, prediction, trace)
+
+    student = IRIS.program()
+    student.set_lm(scripted_iris_lm())
+    prompted = BootstrapFewShot(metric).compile(student, trainset=SPLITS.train)
+    assert seen and all(t and all(isinstance(c, Call) for c in t) for t in seen)
+    seen.clear()
+    evaluate(prompted, SPLITS.val, metric, split="val")
+    assert seen and all(t is None for t in seen)
+
