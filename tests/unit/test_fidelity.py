@@ -7,7 +7,7 @@ prompt passes only by leaking, a metric that records its trace argument shows wh
 from bt_core.evaluate import evaluate
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import Call, Example
-from bt_core.optimizers import BootstrapFewShot, LabeledFewShot
+from bt_core.optimizers import BootstrapFewShot, BootstrapFewShotWithRandomSearch, LabeledFewShot
 from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.tasks import get_task
 from bt_core.tasks.hotpotqa import MultiHop
@@ -78,3 +78,11 @@ def test_the_metric_sees_the_trace_while_bootstrapping_and_only_then():
     evaluate(prompted, SPLITS.val, metric, split="val")
     assert seen and all(t is None for t in seen)
 
+
+def test_zero_bootstrapped_demos_means_none_in_every_candidate():
+    student = IRIS.program()
+    student.set_lm(scripted_iris_lm())
+    search = BootstrapFewShotWithRandomSearch(IRIS.metric, num_candidates=3, max_bootstrapped_demos=0)
+    search.compile(student, trainset=SPLITS.train, valset=SPLITS.val)
+    assert [c.label for c in search.candidates][3:] == [f"random #{i} (0 demos)" for i in (1, 2, 3)]
+    assert not any("reasoning" in d for c in search.candidates for d in c.program.classify.demos)
