@@ -47,6 +47,8 @@ class TrainingLog:
     losses: list[tuple[int, float]]  # (optimizer step, mean loss since last log)
     seconds: float
     examples: int
+    shortened: int = 0  # conversations shortened to fit the LoRA max_length
+    tokens_cut: int = 0  # prompt tokens those conversations lost
 
 
 class LM(ABC):

@@ -1,0 +1,62 @@
+"""What fine-tuning learns from: the loss mask, the shortening of long conversations (with the
+embedded model's real tokenizer)."""
+
+import pytest
+from transformers import AutoTokenizer
+
+from bt_core.lm.lora import tokenize_for_sft
+
+SYSTEM = "Answer the multi-hop question from the passages. KEEP-THESE-INSTRUCTIONS"
+COMPLETION = "Reasoning: the passage says so\nAnswer: Paris"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def conversation(demos: int, passage_words: int) -> list[dict[str, str]]:
+    context = "Context: " + " ".join(f"[{i % 9}] «Title {i}» word{i}" for i in range(passage_words))
+    messages = [{"role": "system", "content": SYSTEM}]
+    for d in range(demos):
+        messages += [{"role": "user", "content": f"{context}\nQuestion: demo question {d}?"},
+                     {"role": "assistant", "content": f"Reasoning: demo {d}\nAnswer: demo answer {d}"}]
+    return [*messages, {"role": "user", "content": f"{context}\nQuestion: where is it?"},
+            {"role": "assistant", "content": COMPLETION}]
+
+
+def labelled_text(tokenizer, example) -> str:
+    return tokenizer.decode([i for i, label in zip(example.input_ids, example.labels) if label != -100])
+
+
+def test_only_the_completion_carries_labels(tokenizer):
+    messages = conversation(demos=1, passage_words=20)
+    example = tokenize_for_sft(tokenizer, messages, 1024)
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    prompt_len = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    assert example.labels[:prompt_len] == [-100] * prompt_len
+    assert example.labels[prompt_len:] == example.input_ids[prompt_len:]
+    assert labelled_text(tokenizer, example) == COMPLETION + tokenizer.eos_token
+    assert not example.shortened and example.tokens_cut == 0
+
+
+def test_a_long_conversation_loses_its_oldest_demo_first(tokenizer):
+    messages = conversation(demos=2, passage_words=40)
+    whole = tokenize_for_sft(tokenizer, messages, 4096)
+    one_demo = tokenize_for_sft(tokenizer, [messages[0], *messages[3:]], 4096)
+    example = tokenize_for_sft(tokenizer, messages, len(one_demo.input_ids))
+    assert example.input_ids == one_demo.input_ids and example.labels == one_demo.labels
+    assert example.shortened and example.tokens_cut == len(whole.input_ids) - len(one_demo.input_ids)
+
+
+def test_a_long_conversation_keeps_its_instructions_question_and_completion(tokenizer):
+    messages = conversation(demos=2, passage_words=400)
+    whole = tokenize_for_sft(tokenizer, messages, 100_000)
+    example = tokenize_for_sft(tokenizer, messages, 300)
+    text = tokenizer.decode(example.input_ids)
+    assert len(example.input_ids) <= 300 and example.shortened
+    assert example.tokens_cut == len(whole.input_ids) - len(example.input_ids)
+    assert SYSTEM in text and "Question: where is it?" in text and "demo question" not in text
+    assert "Context: [0] «Title 0» word0" in text and "word399" not in text
+    assert labelled_text(tokenizer, example) == COMPLETION + tokenizer.eos_token
+
