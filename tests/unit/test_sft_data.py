@@ -1,10 +1,13 @@
 """What fine-tuning learns from: the loss mask, the shortening of long conversations (with the
-embedded model's real tokenizer)."""
+embedded model's real tokenizer), and the rule that only passing traces become training data."""
 
 import pytest
 from transformers import AutoTokenizer
 
 from bt_core.lm.lora import tokenize_for_sft
+from bt_core.lm.scripted import ScriptedLM
+from bt_core.optimizers import BootstrapFewShot, BootstrapFinetune
+from bt_core.tasks import get_task
 
 SYSTEM = "Answer the multi-hop question from the passages. KEEP-THESE-INSTRUCTIONS"
 COMPLETION = "Reasoning: the passage says so\nAnswer: Paris"
@@ -60,3 +63,25 @@ def test_a_long_conversation_keeps_its_instructions_question_and_completion(toke
     assert "Context: [0] «Title 0» word0" in text and "word399" not in text
     assert labelled_text(tokenizer, example) == COMPLETION + tokenizer.eos_token
 
+
+IRIS = get_task("iris")
+SPLITS = IRIS.load(15, 15, 30, seed=0)
+
+
+def always_virginica(messages, trained_on) -> str:
+    """Right on virginica, recognisably wrong on the rest: a failing trace names its guess."""
+    if messages[-1]["role"] == "assistant" or len(messages) < 3:
+        return "I am not sure."
+    return "Reasoning: a guess\nSpecies: virginica"
+
+
+def test_fine_tuning_learns_only_from_passing_traces(tmp_path):
+    program = IRIS.program()
+    program.set_lm(ScriptedLM(always_virginica))
+    prompted = BootstrapFewShot(IRIS.metric, max_bootstrapped_demos=1, max_labeled_demos=2).compile(
+        program, trainset=SPLITS.train)
+    tuned = BootstrapFinetune(IRIS.metric, tmp_path).compile(prompted, trainset=SPLITS.train)
+    trained_on = tuned.bound_lm()._trained_on
+    virginica = sum(e["species"] == "virginica" for e in SPLITS.train)
+    assert len(trained_on) == virginica and 0 < virginica < len(SPLITS.train)
+    assert all(c[-1]["content"].endswith("Species: virginica") for c in trained_on)
