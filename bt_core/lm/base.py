@@ -76,8 +76,10 @@ class LM(ABC):
 
     @abstractmethod
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
-                      on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
-        """Fine-tune a LoRA adapter on chat conversations (loss on the last assistant turn)."""
+                      on_log: Callable[[int, float], None] | None = None,
+                      start_adapter: str | None = None) -> TrainingLog:
+        """Fine-tune a LoRA adapter of the base model on chat conversations (loss on the last
+        assistant turn), from `start_adapter`'s weights when given, else from a fresh adapter."""
 
     @property
     def identity(self) -> str:

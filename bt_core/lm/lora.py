@@ -36,18 +36,26 @@ class LoraConfig:
 
 
 def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages], config: LoraConfig,
-               out_dir: Path, on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
-    """Train an adapter on a copy of `model` (the caller's model stays untouched) and save it."""
+               out_dir: Path, on_log: Callable[[int, float], None] | None = None,
+               start_adapter: str | None = None) -> TrainingLog:
+    """Train an adapter on a copy of the base `model` (the caller's model stays untouched) and save it.
+
+    From `start_adapter` when given: a later w step starts from the LM the previous one made
+    (keeping that adapter's rank and targets), and its result is still one plain adapter of the base.
+    """
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
 
     if not conversations:
         raise ValueError("no training conversations: no trace passed the metric")
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    peft_model = get_peft_model(copy.deepcopy(model), PeftLoraConfig(
-        r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
+    if start_adapter is None:
+        peft_model = get_peft_model(copy.deepcopy(model), PeftLoraConfig(
+            r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+            target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
+    else:
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(model), start_adapter, is_trainable=True)
     peft_model.train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=config.learning_rate)
