@@ -7,7 +7,7 @@ prompt passes only by leaking, a metric that records its trace argument shows wh
 from bt_core.evaluate import evaluate
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import Call, Example
-from bt_core.optimizers import BootstrapFewShot, BootstrapFewShotWithRandomSearch, LabeledFewShot
+from bt_core.optimizers import BetterTogether, BootstrapFewShot, BootstrapFewShotWithRandomSearch, LabeledFewShot
 from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.tasks import get_task
 from bt_core.tasks.hotpotqa import MultiHop
@@ -86,3 +86,22 @@ def test_zero_bootstrapped_demos_means_none_in_every_candidate():
     search.compile(student, trainset=SPLITS.train, valset=SPLITS.val)
     assert [c.label for c in search.candidates][3:] == [f"random #{i} (0 demos)" for i in (1, 2, 3)]
     assert not any("reasoning" in d for c in search.candidates for d in c.program.classify.demos)
+
+
+class Forget:
+    """An optimizer step that drops every demo: a chain that ends worse than it was."""
+
+    def compile(self, student, *, trainset, valset=None):
+        return student.reset_copy()
+
+
+def test_a_strategy_produces_its_final_program_and_names_the_best_step_on_validation():
+    student = IRIS.program()
+    student.set_lm(scripted_iris_lm())
+    optimizer = BetterTogether(IRIS.metric, {"p": LabeledFewShot(k=3), "f": Forget()}, strategy="p -> f")
+    final = optimizer.compile(student, trainset=SPLITS.train, valset=SPLITS.val)
+    assert [(c.strategy, c.score > 0) for c in optimizer.candidate_programs] == [
+        ("vanilla", False), ("p", True), ("p -> f", False)]
+    assert final.classify.demos == [] and final is optimizer.candidate_programs[-1].program
+    assert optimizer.best_on_validation.strategy == "p"
+    assert [s.label for s in optimizer.steps(SPLITS.train, SPLITS.val)] == ["vanilla", "p", "p -> f"]
