@@ -30,6 +30,15 @@ def render(signature: Signature, demos: list[Mapping[str, Any]],
     return messages
 
 
+def informative(signature: Signature, demo: Mapping[str, Any]) -> bool:
+    """Whether `demo` shows the predictor anything: one of its inputs and one of its outputs.
+
+    A labeled example without a module's outputs (HotPotQA's have no search_query) would render
+    as an empty assistant turn, teaching the module to say nothing; DSPy's adapter drops it too.
+    """
+    return any(f.name in demo for f in signature.inputs) and any(f.name in demo for f in signature.outputs)
+
+
 def system_prompt(signature: Signature) -> str:
     template = "\n".join(f"{f.label}: <{f.name}>" for f in signature.outputs)
     parts = [signature.instructions.strip(),

@@ -52,7 +52,10 @@ def evaluate(program: Module, examples: list[Example], metric: Metric, *, split:
 
 
 def run_example(program: Module, index: int, example: Example, metric: Metric,
-                details: Callable[[Example, Prediction], dict[str, float]] | None = None) -> ExampleResult:
+                details: Callable[[Example, Prediction], dict[str, float]] | None = None,
+                bootstrapping: bool = False) -> ExampleResult:
+    """Run and score one example; while bootstrapping the metric gets the trace, as in DSPy, so a
+    task can demand more of a trace that becomes a demo or training data than of a test answer."""
     with capture_trace() as calls:
         try:
             prediction = program(**example.inputs())
@@ -64,6 +67,6 @@ def run_example(program: Module, index: int, example: Example, metric: Metric,
     if prediction is None:  # a failed example scores 0, and 0 on every secondary measure too
         extra = details(example, Prediction()) if details else {}
         return ExampleResult(index, example, None, 0.0, list(calls), error, extra)
-    score = float(metric(example, prediction, None))
+    score = float(metric(example, prediction, list(calls) if bootstrapping else None))
     extra = details(example, prediction) if details else {}
     return ExampleResult(index, example, prediction, score, list(calls), None, extra)

@@ -8,6 +8,7 @@ state saves to JSON, and `deepcopy` shares the LM instead of copying its weights
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -49,6 +50,24 @@ class Example(dict):
 
     def labels(self) -> dict[str, Any]:
         return {k: v for k, v in self.items() if k not in (self._input_keys or ())}
+
+
+SOURCE = "_source"  # the demo key naming the training example a demo came from
+
+
+def example_id(example: Example) -> str:
+    """A stable identity of a training example: a hash of its inputs, which survives JSON."""
+    blob = json.dumps(example.inputs(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def demo_from(example: Example, values: dict[str, Any]) -> Example:
+    """A demo with `values` that remembers its source example, so that example never sees it.
+
+    A bootstrapped demo carries reasoning the example lacks, so it never equals the example;
+    only its source says whose answer it holds.
+    """
+    return Example({**values, SOURCE: example_id(example)})
 
 
 class Prediction(Example):

@@ -103,7 +103,8 @@ class RunRecorder(Recorder):
     def training(self, log: TrainingLog, config: LoraConfig) -> None:
         self.lease.write(lambda session: session.add(Training(
             run_id=self.run_id, step_id=self.step_id, examples=log.examples, hyperparams=asdict(config),
-            losses=[list(x) for x in log.losses], seconds=log.seconds, adapter_path=log.adapter_path)),
+            losses=[list(x) for x in log.losses], seconds=log.seconds, adapter_path=log.adapter_path,
+            shortened=log.shortened, tokens_cut=log.tokens_cut)),
             what="training")
 
     def training_skipped(self, reason: str, config: LoraConfig) -> None:

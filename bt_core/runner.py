@@ -1,6 +1,8 @@
 """Execute one run: its steps in order, each committed with its program and adapter.
 
-Step 0 scores the unoptimized program; steps 1.. are the strategy's p and w steps. A step
+Step 0 scores the unoptimized program; steps 1.. are the strategy's p and w steps, walked from
+BetterTogether.steps(), the library's own loop. The run's result is its last step's program (the
+paper's rule); every step keeps its validation score, so the best on validation is on record. A step
 found finished in the database is restored instead of recomputed, so a run whose worker
 died resumes at its first unfinished step; a leftover unfinished step is deleted (with its
 rows) and redone, so nothing is duplicated. Every write goes through the run's lease, so a
@@ -27,7 +29,6 @@ from bt_core.optimizers import BetterTogether, BootstrapFewShotWithRandomSearch,
 from bt_core.optimizers.better_together import Optimizer
 from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
-from bt_core.strategy import format_strategy, parse_strategy
 from bt_core.tasks import Splits, Task, get_task
 from db.models import Run, RunStatus, Step, StepStatus, utcnow
 from db.session import data_dir
@@ -80,22 +81,20 @@ def execute_run(lease: Lease) -> None:
     lm = load_lm(config.model, config.backend, config.threads, config.lora_config().rank)
     program = task.program()
     program.set_lm(lm)
-    kinds = ["vanilla", *parse_strategy(config.strategy)]
     optimizer = BetterTogether(task.metric, build_optimizers(config, task, attempt_dir(lease)),
                                config.strategy, config.seed, threads=config.threads)
-    for index, kind in enumerate(kinds):
-        finished = _finished_step(lease, index)
+    steps = list(optimizer.steps(splits.train, splits.val))
+    for step in steps:
+        finished = _finished_step(lease, step.index)
         if finished is not None:
             program = _restore(program, finished, lm)
             continue
-        label = format_strategy(kinds[1:index + 1])
-        step_id = _start_step(lease, index, kind, label, len(kinds))
-        recorder = RunRecorder(lease, step_id, label)
+        step_id = _start_step(lease, step.index, step.kind, step.label, len(steps))
+        recorder = RunRecorder(lease, step_id, step.label)
         try:
             with recording(recorder):
-                if index > 0:
-                    program = optimizer.run_step(index - 1, program, splits.train, splits.val)
-                scores = score_step(program, recorder, task, splits, config, last=index == len(kinds) - 1)
+                program = step.apply(program)
+                scores = score_step(program, recorder, task, splits, config, last=step is steps[-1])
         except LeaseLost:
             raise
         except BaseException as exc:

@@ -166,6 +166,8 @@ class Training(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
     examples: Mapped[int] = mapped_column(Integer)  # SFT conversations
+    shortened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # conversations cut to fit max_length
+    tokens_cut: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # prompt tokens they lost
     hyperparams: Mapped[dict[str, Any]] = mapped_column()
     losses: Mapped[list[Any]] = mapped_column(default=list)  # [[step, loss], ...]
     seconds: Mapped[float | None] = mapped_column(Float)

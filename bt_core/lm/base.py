@@ -47,6 +47,8 @@ class TrainingLog:
     losses: list[tuple[int, float]]  # (optimizer step, mean loss since last log)
     seconds: float
     examples: int
+    shortened: int = 0  # conversations shortened to fit the LoRA max_length
+    tokens_cut: int = 0  # prompt tokens those conversations lost
 
 
 class LM(ABC):
@@ -74,8 +76,10 @@ class LM(ABC):
 
     @abstractmethod
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
-                      on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
-        """Fine-tune a LoRA adapter on chat conversations (loss on the last assistant turn)."""
+                      on_log: Callable[[int, float], None] | None = None,
+                      start_adapter: str | None = None) -> TrainingLog:
+        """Fine-tune a LoRA adapter of the base model on chat conversations (loss on the last
+        assistant turn), from `start_adapter`'s weights when given, else from a fresh adapter."""
 
     @property
     def identity(self) -> str:

@@ -105,9 +105,10 @@ class HFLM(LM):
                 for row, prompt_mask, p in zip(out[:, width:], enc.attention_mask, prefills)]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
-                      on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
+                      on_log: Callable[[int, float], None] | None = None,
+                      start_adapter: str | None = None) -> TrainingLog:
         with _lock:
-            return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log)
+            return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log, start_adapter)
 
 
 def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: SamplingParams,

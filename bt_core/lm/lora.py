@@ -1,5 +1,8 @@
 """LoRA fine-tuning with peft on chat conversations, loss on the final assistant turn only.
 
+A conversation too long for max_length is shortened in its middle (see tokenize_for_sft), never
+at its head: the system prompt holds the instructions that inference sees.
+
 A plain training loop rather than transformers' Trainer: the jobs are small (tens to
 hundreds of short conversations), and the loop reports loss per optimizer step to the
 caller, which stores it for the dashboard's training curve.
@@ -28,23 +31,31 @@ class LoraConfig:
     learning_rate: float = 3e-4  # far above the paper's 1e-5: a 135M model on CPU gets few steps
     epochs: int = 3  # passes over the SFT data
     batch_size: int = 4  # conversations per optimizer step
-    max_length: int = 1024  # tokens per conversation; longer ones are cut on the left
+    max_length: int = 1024  # tokens per conversation; longer ones are shortened in the middle
     seed: int = 0  # shuffling and LoRA init
 
 
 def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages], config: LoraConfig,
-               out_dir: Path, on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
-    """Train an adapter on a copy of `model` (the caller's model stays untouched) and save it."""
+               out_dir: Path, on_log: Callable[[int, float], None] | None = None,
+               start_adapter: str | None = None) -> TrainingLog:
+    """Train an adapter on a copy of the base `model` (the caller's model stays untouched) and save it.
+
+    From `start_adapter` when given: a later w step starts from the LM the previous one made
+    (keeping that adapter's rank and targets), and its result is still one plain adapter of the base.
+    """
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
 
     if not conversations:
         raise ValueError("no training conversations: no trace passed the metric")
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    peft_model = get_peft_model(copy.deepcopy(model), PeftLoraConfig(
-        r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
+    if start_adapter is None:
+        peft_model = get_peft_model(copy.deepcopy(model), PeftLoraConfig(
+            r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+            target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
+    else:
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(model), start_adapter, is_trainable=True)
     peft_model.train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=config.learning_rate)
@@ -63,28 +74,84 @@ def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages],
                 on_log(step, loss)
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir))
-    return TrainingLog(str(out_dir), losses, time.perf_counter() - start, len(conversations))
+    return TrainingLog(str(out_dir), losses, time.perf_counter() - start, len(conversations),
+                       shortened=sum(e.shortened for e in examples), tokens_cut=sum(e.tokens_cut for e in examples))
 
 
-def tokenize_for_sft(tokenizer, messages: Messages, max_length: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with labels -100 everywhere but the last assistant turn."""
+@dataclass(frozen=True)
+class SFTExample:
+    """One tokenized conversation; `tokens_cut` counts the prompt tokens left out to fit."""
+
+    input_ids: list[int]
+    labels: list[int]  # -100 everywhere but the last assistant turn
+    tokens_cut: int = 0
+
+    @property
+    def shortened(self) -> bool:
+        return self.tokens_cut > 0
+
+
+def tokenize_for_sft(tokenizer, messages: Messages, max_length: int) -> SFTExample:
+    """Tokens and labels of a conversation, shortened in the middle when it exceeds max_length.
+
+    Inference always sees the system prompt (the instructions) and the module's input, so a
+    training example must too: a long conversation first loses its oldest demos, then the end
+    of its input's longest field (HotPotQA's passages, whose best-ranked come first), and never
+    the system prompt or the completion.
+    """
+    prompt_ids, answer_ids = _encode(tokenizer, messages)
+    full = len(prompt_ids) + len(answer_ids)
+    while len(prompt_ids) + len(answer_ids) > max_length and len(messages) > 3:
+        messages = [messages[0], *messages[3:]]  # the oldest demo: a user and an assistant turn
+        prompt_ids, answer_ids = _encode(tokenizer, messages)
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        prompt_ids, answer_ids = _encode(tokenizer, _shorten_input(tokenizer, messages, max_length))
+    ids = prompt_ids + answer_ids
+    return SFTExample(ids, [-100] * len(prompt_ids) + answer_ids, full - len(ids))
+
+
+def _encode(tokenizer, messages: Messages) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids); the completion ends with the end-of-turn token, so a tuned
+    model learns to stop."""
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("the chat template does not extend the prompt with the assistant turn")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    answer_ids = tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False).input_ids
-    ids = (prompt_ids + answer_ids)[-max_length:]
-    labels = ([-100] * len(prompt_ids) + answer_ids)[-max_length:]
-    return ids, labels
+    return (tokenizer(prompt, add_special_tokens=False).input_ids,
+            tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False).input_ids)
 
 
-def _train_step(model, optimizer, batch: list[tuple[list[int], list[int]]], pad_id: int) -> float:
-    width = max(len(ids) for ids, _ in batch)
+def _shorten_input(tokenizer, messages: Messages, max_length: int) -> Messages:
+    """The conversation with the last input's longest line cut to the most words that fit."""
+    *head, user, answer = messages
+    lines = user["content"].split("\n")
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    words = lines[longest].split(" ")
+
+    def with_words(n: int) -> Messages:
+        cut = [*lines[:longest], " ".join(words[:n]) + " …", *lines[longest + 1:]]
+        return [*head, {**user, "content": "\n".join(cut)}, answer]
+
+    def fits(n: int) -> bool:
+        prompt_ids, answer_ids = _encode(tokenizer, with_words(n))
+        return len(prompt_ids) + len(answer_ids) <= max_length
+
+    if not fits(1):
+        raise ValueError(f"a conversation's system prompt, input labels and completion alone exceed "
+                         f"max_length={max_length} tokens: raise the LoRA max_length")
+    low, high = 1, len(words) - 1  # the most words that fit lie in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return with_words(low)
+
+
+def _train_step(model, optimizer, batch: list[SFTExample], pad_id: int) -> float:
+    width = max(len(e.input_ids) for e in batch)
     pad = lambda seq, value: seq + [value] * (width - len(seq))
-    input_ids = torch.tensor([pad(ids, pad_id) for ids, _ in batch])
-    labels = torch.tensor([pad(lab, -100) for _, lab in batch])
-    mask = torch.tensor([pad([1] * len(ids), 0) for ids, _ in batch])
+    input_ids = torch.tensor([pad(e.input_ids, pad_id) for e in batch])
+    labels = torch.tensor([pad(e.labels, -100) for e in batch])
+    mask = torch.tensor([pad([1] * len(e.input_ids), 0) for e in batch])
     loss = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
                  labels=labels.to(model.device)).loss
     loss.backward()

@@ -43,9 +43,10 @@ class ScriptedLM(LM):
                           max_batch_size=self.max_batch_size)
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
-                      on_log=None) -> TrainingLog:
+                      on_log=None, start_adapter: str | None = None) -> TrainingLog:
+        """A continued adapter has learnt its start's conversations too."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "conversations.json").write_text(json.dumps(conversations))
+        (out_dir / "conversations.json").write_text(json.dumps(_load(start_adapter) + conversations))
         losses = [(step, 1.0 / step) for step in range(1, config.epochs + 1)]
         for step, loss in losses:
             if on_log:

@@ -142,5 +142,6 @@ class VLLMLM(LM):
         return LoRARequest(fingerprint, _lora_ids[fingerprint], str(Path(self.adapter_path).resolve()))
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
-                      on_log: Callable[[int, float], None] | None = None) -> TrainingLog:
-        return HFLM(self.spec).train_adapter(conversations, config, out_dir, on_log)
+                      on_log: Callable[[int, float], None] | None = None,
+                      start_adapter: str | None = None) -> TrainingLog:
+        return HFLM(self.spec).train_adapter(conversations, config, out_dir, on_log, start_adapter)

@@ -1,16 +1,18 @@
 """BetterTogether: chain prompt (p) and weight (w) optimization steps as a strategy string.
 
 Each step starts from the program and LM the previous step produced, on a freshly shuffled
-trainset; every step's program is scored on the validation set. `compile` returns the best
-of them and keeps all in `candidate_programs`, as DSPy does; `run_step` is public so the
-runner can execute and checkpoint one step at a time.
+trainset. `steps()` is the one loop: `compile` walks it here, and the runner walks it too,
+checkpointing after each step and restoring finished ones, so the library and the product
+run the same chain. The strategy's result is its final program, as in the paper's Table 1
+(DSPy 3.x instead returns the step best on validation); every step's program and validation
+score stays in `candidate_programs`, and `best_on_validation` names the best of them.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Iterator, Protocol
 
 from bt_core.evaluate import Metric, evaluate
 from bt_core.modules import Example, Module
@@ -20,6 +22,14 @@ from bt_core.strategy import format_strategy, parse_strategy
 class Optimizer(Protocol):
     def compile(self, student: Module, *, trainset: list[Example],
                 valset: list[Example] | None = None) -> Module: ...
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    index: int  # 0 is the unoptimized program, 1.. the strategy's steps
+    kind: str  # "vanilla" or the optimizer's name: "p", "w", ...
+    label: str  # the strategy prefix that produces it: "vanilla", "p", "p -> w", ...
+    apply: Callable[[Module], Module]  # the previous step's program -> this step's
 
 
 @dataclass
@@ -40,24 +50,32 @@ class BetterTogether:
     candidate_programs: list[StepCandidate] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.steps = parse_strategy(self.strategy, tuple(self.optimizers))
+        self.kinds = parse_strategy(self.strategy, tuple(self.optimizers))
 
     def compile(self, student: Module, *, trainset: list[Example],
                 valset: list[Example] | None = None) -> Module:
+        """The chain's final program; each step's program and validation score in candidate_programs."""
         trainset, valset = self._split(trainset, valset)
-        program = student.deepcopy()
-        self.candidate_programs = [StepCandidate("vanilla", program, self._score(program, valset))]
-        for index in range(len(self.steps)):
-            program = self.run_step(index, program, trainset, valset)
-            prefix = format_strategy(self.steps[: index + 1])
-            self.candidate_programs.append(StepCandidate(prefix, program, self._score(program, valset)))
-        return max(self.candidate_programs, key=lambda c: c.score).program
+        program = student
+        self.candidate_programs = []
+        for step in self.steps(trainset, valset):
+            program = step.apply(program)
+            self.candidate_programs.append(StepCandidate(step.label, program, self._score(program, valset)))
+        return program
 
-    def run_step(self, index: int, program: Module, trainset: list[Example],
-                 valset: list[Example]) -> Module:
-        """Step `index` of the strategy, on a trainset shuffled anew for this step."""
-        shuffled = random.Random(self.seed * 1000 + index).sample(trainset, len(trainset))
-        return self.optimizers[self.steps[index]].compile(program, trainset=shuffled, valset=valset)
+    @property
+    def best_on_validation(self) -> StepCandidate:
+        """The step that scored best on validation (the first of equals), for the record."""
+        return max(self.candidate_programs, key=lambda c: c.score)
+
+    def steps(self, trainset: list[Example], valset: list[Example]) -> Iterator[PlannedStep]:
+        """Step 0 (the program as it is), then each strategy step on a trainset shuffled anew."""
+        yield PlannedStep(0, "vanilla", "vanilla", lambda program: program.deepcopy())
+        for index, kind in enumerate(self.kinds, 1):
+            shuffled = random.Random(self.seed * 1000 + index - 1).sample(trainset, len(trainset))
+            optimizer = self.optimizers[kind]
+            yield PlannedStep(index, kind, format_strategy(self.kinds[:index]),
+                              lambda program, o=optimizer, t=shuffled: o.compile(program, trainset=t, valset=valset))
 
     def _split(self, trainset: list[Example], valset: list[Example] | None):
         if valset:

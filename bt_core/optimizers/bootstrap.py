@@ -4,6 +4,11 @@ module-level inputs and outputs of the teacher's successful traces.
 Bootstrapped demos are what teach a small model the output format and carry reasoning,
 which labeled examples lack. When the teacher has no demos it gets labeled ones first (as in
 DSPy), so that even a model that breaks the format zero-shot produces some successful traces.
+The default teacher of a p step is the student without its demos, as in the DSPy the paper ran
+(before its October 2024 change): a later p bootstraps afresh from the current LM. Every demo
+remembers the training example it came from, and a teacher never runs an example with a demo
+made from it, or an example could pass by copying its own answer. A labeled example becomes a
+demo only of the predictors whose outputs it has.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from bt_core.adapter import informative
 from bt_core.evaluate import ExampleResult, Metric, run_example
-from bt_core.modules import Example, Module
+from bt_core.modules import SOURCE, Example, Module, demo_from, example_id
 from bt_core.recording import recorder
 
 
@@ -24,9 +30,9 @@ class LabeledFewShot:
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None) -> Module:
         program = student.reset_copy()
-        sample = random.Random(self.seed).sample(trainset, min(self.k, len(trainset)))
         for predictor in program.predictors():
-            predictor.demos = [Example(e) for e in sample]
+            pool = [e for e in trainset if informative(predictor.signature, e)]
+            predictor.demos = [demo_from(e, e) for e in random.Random(self.seed).sample(pool, min(self.k, len(pool)))]
         return program
 
 
@@ -40,7 +46,7 @@ class BootstrapFewShot:
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None,
                 teacher: Module | None = None) -> Module:
-        teacher = teacher_for(student, teacher, trainset, self.max_labeled_demos, self.seed)
+        teacher = teacher_for(student.reset_copy(), teacher, trainset, self.max_labeled_demos, self.seed)
         successes = [r for r in bootstrap_traces(teacher, trainset, self.metric, self.threads) if r.score >= 1.0]
         program = student.reset_copy()
         used: set[int] = set()
@@ -50,7 +56,7 @@ class BootstrapFewShot:
                     break
                 call = next((c for c in result.calls if c.module == name), None)
                 if call is not None:
-                    predictor.demos.append(Example({**call.inputs, **call.outputs}))
+                    predictor.demos.append(demo_from(result.example, {**call.inputs, **call.outputs}))
                     used.add(result.index)
         self._fill_labeled(program, [e for i, e in enumerate(trainset) if i not in used])
         return program
@@ -59,8 +65,9 @@ class BootstrapFewShot:
         rng = random.Random(self.seed)
         for predictor in program.predictors():
             room = self.max_labeled_demos - len(predictor.demos)
+            pool = [e for e in unused if informative(predictor.signature, e)]
             if room > 0:
-                predictor.demos.extend(Example(e) for e in rng.sample(unused, min(room, len(unused))))
+                predictor.demos.extend(demo_from(e, e) for e in rng.sample(pool, min(room, len(pool))))
 
 
 def teacher_for(student: Module, teacher: Module | None, trainset: list[Example], k: int, seed: int) -> Module:
@@ -78,7 +85,7 @@ def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, t
 
     def attempt(item: tuple[int, Example]) -> ExampleResult:
         index, example = item
-        return run_example(_without_demo(teacher, example), index, example, metric)
+        return run_example(_without_demo(teacher, example), index, example, metric, bootstrapping=True)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = list(pool.map(attempt, enumerate(trainset)))
@@ -87,7 +94,9 @@ def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, t
 
 
 def _without_demo(teacher: Module, example: Example) -> Module:
+    """The teacher without any demo made from `example`: no example runs with its own answer."""
+    source = example_id(example)
     own = teacher.deepcopy()
     for predictor in own.predictors():
-        predictor.demos = [d for d in predictor.demos if dict(d) != dict(example)]
+        predictor.demos = [d for d in predictor.demos if d.get(SOURCE) != source]
     return own

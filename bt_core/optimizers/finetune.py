@@ -5,9 +5,11 @@ conversation: the prompt the student's module will see (its own demos) and the p
 as the answer; all modules' data are pooled because they share one LM. A program without
 demos gets a labeled-demo teacher, so that "w" alone has traces to learn from. When no trace
 passes (a weak model on a hard task), the step keeps the weights and records why, rather than
-failing the run and losing the steps after it. Each adapter is trained on the base model, so
-it is a plain PEFT adapter that PEFT and vLLM load as is. It is written to a staging folder and
-renamed into place, so a killed training never leaves a torn adapter under its final name.
+failing the run and losing the steps after it. A w after an earlier w continues training that
+step's adapter (in `w -> p -> w` the second w starts from the LM the first made, as the paper's
+chain does), and each result is still a plain PEFT adapter of the base model that PEFT and vLLM
+load as is. It is written to a staging folder and renamed into place, so a killed training never
+leaves a torn adapter under its final name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from bt_core import adapter
 from bt_core.evaluate import ExampleResult, Metric
-from bt_core.lm.base import LM, Messages, TrainingLog
+from bt_core.lm.base import LM, Messages, TrainingLog, adapter_fingerprint
 from bt_core.lm.lora import LoraConfig
 from bt_core.modules import Example, Module
 from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
@@ -50,23 +52,25 @@ class BootstrapFinetune:
                 self.lora)
             return program
         recorder().progress(f"LoRA fine-tuning on {len(conversations)} module calls")
-        log = self._train(lm.with_adapter(None), conversations)
+        log = self._train(lm.with_adapter(None), conversations, lm.adapter_path)
         recorder().training(log, self.lora)
         program.set_lm(lm.with_adapter(log.adapter_path))
         return program
 
-    def _train(self, base: LM, conversations: list[Messages]) -> TrainingLog:
-        final = self._adapter_dir(conversations)
+    def _train(self, base: LM, conversations: list[Messages], start: str | None) -> TrainingLog:
+        """Train from the `start` adapter (the previous w's), else from the base weights."""
+        final = self._adapter_dir(conversations, start)
         staging = final.with_name(f"{final.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        log = base.train_adapter(conversations, self.lora, staging, on_log=recorder().training_loss)
+        log = base.train_adapter(conversations, self.lora, staging, on_log=recorder().training_loss,
+                                 start_adapter=start)
         shutil.rmtree(final, ignore_errors=True)  # this step's own earlier adapter (same data, same config)
         os.rename(staging, final)
         return replace(log, adapter_path=str(final))
 
-    def _adapter_dir(self, conversations: list[Messages]) -> Path:
-        """Named by what it is trained on, so a redone step overwrites its own adapter only."""
-        blob = json.dumps([conversations, asdict(self.lora)], sort_keys=True).encode()
+    def _adapter_dir(self, conversations: list[Messages], start: str | None) -> Path:
+        """Named by what it is trained on and from, so a redone step overwrites its own adapter only."""
+        blob = json.dumps([conversations, asdict(self.lora), adapter_fingerprint(start)], sort_keys=True).encode()
         return self.out_dir / f"adapter-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 

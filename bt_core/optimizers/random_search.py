@@ -2,7 +2,8 @@
 
 The candidates follow the paper and DSPy: zero-shot, labeled demos only, bootstrapped demos
 in training order, then `num_candidates` bootstraps over reshuffled training sets with a
-random number of demos. Every candidate and its score stays in `self.candidates`.
+random number of demos (1 to max_bootstrapped_demos; none when that is 0). Every candidate and
+its score stays in `self.candidates`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class BootstrapFewShotWithRandomSearch:
         for index in range(self.num_candidates):
             rng = random.Random(self.seed * 1000 + index)
             shuffled = rng.sample(trainset, len(trainset))
-            size = rng.randint(1, max(1, self.max_bootstrapped_demos))
+            size = rng.randint(min(1, self.max_bootstrapped_demos), self.max_bootstrapped_demos)
             seed = self.seed * 1000 + index
             yield f"random #{index + 1} ({size} demos)", lambda s, t=shuffled, n=size, sd=seed: self._bootstrap(s, t, n, sd)
 

@@ -23,7 +23,6 @@ from sqlalchemy import select
 from tests.processes import free_port, stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.browser
-playwright = pytest.importorskip("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -94,7 +93,9 @@ def open_page(page, title: str, heading: str) -> None:
 
 def test_launch_watch_compare_and_read_traces(studio):
     app_url, db_url = studio
-    with playwright.sync_playwright() as driver:
+    from playwright.sync_api import sync_playwright  # here: without Playwright this test fails, never skips
+
+    with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(60_000)

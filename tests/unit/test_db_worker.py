@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bt_core.experiments import launch_experiment, request_cancel, retry_run
+from bt_core.lm.base import TrainingLog
+from bt_core.lm.lora import LoraConfig
 from bt_core.optimizers import BootstrapFewShotWithRandomSearch
 from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
@@ -15,7 +17,7 @@ from bt_core.tasks import get_task
 from bt_core.lease import Lease, LeaseLost
 from bt_core.worker import claim, requeue_stale
 from db.clock import database_now
-from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace
+from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, Training
 from db.session import session_factory
 from tests.scripted import scripted_iris_lm
 
@@ -209,3 +211,19 @@ def test_progress_raises_once_cancel_is_requested(sessions):
         recorder.progress("still working")
     with sessions() as s:
         assert s.get(Run, 1).message == "p: still working"
+
+
+def test_a_training_row_says_how_many_conversations_were_shortened(sessions):
+    queue(sessions)
+    lease = claim(sessions, "test", 1)
+    with sessions.begin() as s:
+        step = Step(run_id=1, index=1, kind="w", label="w")
+        s.add(step)
+        s.flush()
+        step_id = step.id
+    recorder = RunRecorder(lease, step_id, "w")
+    recorder.training(TrainingLog("adapter", [(1, 0.5)], 1.0, 40, shortened=3, tokens_cut=700), LoraConfig())
+    recorder.training_skipped("nothing passed", LoraConfig())
+    with sessions() as s:
+        rows = s.scalars(select(Training).order_by(Training.id)).all()
+        assert [(r.examples, r.shortened, r.tokens_cut) for r in rows] == [(40, 3, 700), (0, 0, 0)]

@@ -7,6 +7,7 @@ from bt_core.optimizers import (BetterTogether, BootstrapFewShot, BootstrapFewSh
                                 BootstrapFinetune, LabeledFewShot)
 from bt_core.lm.lora import LoraConfig
 from bt_core.lm.scripted import ScriptedLM
+from bt_core.modules import SOURCE, example_id
 from bt_core.recording import Recorder, recording
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task
@@ -36,7 +37,10 @@ def test_zero_shot_parse_failures_score_zero_and_keep_the_completion(student):
 def test_labeled_few_shot_samples_training_examples(student):
     program = LabeledFewShot(k=3, seed=1).compile(student, trainset=SPLITS.train)
     demos = program.classify.demos
-    assert len(demos) == 3 and all(d in SPLITS.train for d in demos)
+    assert len(demos) == 3
+    assert all({k: v for k, v in d.items() if k != SOURCE} in SPLITS.train for d in demos)
+    assert [d[SOURCE] for d in demos] == [example_id(next(e for e in SPLITS.train if e.items() <= d.items()))
+                                          for d in demos]
     assert student.classify.demos == []  # compile never mutates its input
 
 
