@@ -3,8 +3,8 @@ max_length, and how many prompt tokens they lost.
 
 Existing trainings were cut on the left, uncounted; they read 0.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision: str | None = "0002"
+revision = "0004"
+down_revision: str | None = "0003"
 branch_labels = None
 depends_on = None
 
