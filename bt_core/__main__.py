@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.cores import requested_threads
 from bt_core.export import adapter_files, adapter_folder, program_document
+from db import queries
 from db.limits import EXPERIMENT_NAME_MAX
 from db.models import Experiment, Run, RunStatus, Step, Training
 from db.session import DatabaseError, database_url, session_factory
@@ -165,7 +166,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _sessions(args)() as session:
+    sessions = _sessions(args)
+    with sessions() as session:
         run = _get_run(session, args.run_id)
         print(f"run {run.id} [{run.status.value}] {run.task} / {run.model} / {run.strategy} / seed {run.seed}")
         skipped = dict(session.execute(select(Training.step_id, Training.error)
@@ -176,6 +178,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                   f"test {_pct(step.test_score)}" + (f"  {took:.0f}s" if took is not None else ""))
             if step.id in skipped:
                 print(f"    no LoRA job: {skipped[step.id]}")
+        if best := queries.best_on_validation(sessions, run.id):
+            print(f"  result: the final step's program; best on validation: step {best['index']} "
+                  f"{best['label'] or best['kind']} (val {best['val_score']:.1%})")
         if run.error:
             print(f"  error: {run.error}")
         if run.finished_at and run.started_at:

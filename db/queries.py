@@ -112,6 +112,16 @@ def final_step(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def best_on_validation(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
+    """The finished step that scored best on validation (the first of equals), for the record: a
+    strategy's result is its final step's program, as in the paper's Table 1."""
+    stmt = (select(Step.index, Step.kind, Step.label, Step.val_score)
+            .where(Step.run_id == run_id, Step.status == StepStatus.done, Step.val_score.is_not(None))
+            .order_by(Step.val_score.desc(), Step.index).limit(1))
+    rows = _rows(sessions, stmt)
+    return rows[0] if rows else None
+
+
 def trainings(sessions: Sessions, run_id: int) -> list[dict[str, Any]]:
     stmt = (select(Training.id, Training.examples, Training.hyperparams, Training.losses, Training.seconds,
                    Training.adapter_path, Training.error, Step.index.label("step_index"),

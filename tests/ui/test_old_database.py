@@ -50,6 +50,7 @@ def test_every_page_shows_the_old_runs(page, old_url, monkeypatch):
     assert revision(old_url) == head()  # the dashboard upgraded it on open
     if page == "runs":
         assert f"Run #{FINISHED} · p -> w" in shown_text(app)
+        assert "best on validation: step 0 (vanilla, val 50.0%)" in shown_text(app)
 
 
 def test_the_cli_shows_an_old_run(old_url):
@@ -57,6 +58,8 @@ def test_the_cli_shows_an_old_run(old_url):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"run {FINISHED} [done] iris / smollm2-135m / p -> w / seed 0"
     assert "step 2 p -> w" in result.stdout
+    # every step scored 50% on validation: the first of equals is the best on record
+    assert "result: the final step's program; best on validation: step 0 vanilla (val 50.0%)" in result.stdout
 
 
 def test_an_old_unfinished_run_resumes_to_the_end(old_url, monkeypatch, caplog):
