@@ -93,3 +93,24 @@ def worker_rows(sessions):
 
     with sessions() as session:
         return session.scalars(select(Worker.id)).all()
+
+
+def test_the_dashboard_says_why_the_worker_it_started_stopped(tmp_path, monkeypatch):
+    """A worker that exits at once (here: a bad BT_THREADS, which the dashboard itself never reads)
+    is named in the sidebar with its exit code and the last line of its log, not respawned silently."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("BT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BT_DATABASE_URL", f"sqlite:///{tmp_path / 'studio.sqlite'}")
+    monkeypatch.setenv("BT_AUTOSTART_WORKER", "1")
+    monkeypatch.setenv("BT_THREADS", "0")
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    log = tmp_path / "home" / "worker.log"
+    wait_for(lambda: log.is_file() and "BT_THREADS" in log.read_text(), timeout=120, what="the worker to stop")
+    time.sleep(1)  # its exit code, after its last line
+    app.run()
+    errors = [e.value for e in app.sidebar.error]
+    assert errors == ["The worker this dashboard started stopped: exit code 2: error: threads (--threads or "
+                      "BT_THREADS) must be a whole number, at least 1; got '0' (full log: " + str(log) + ")"]
