@@ -158,11 +158,10 @@ def test_runs_actions_cancel_retry_delete(db_copy, monkeypatch):
 def test_compare_grid_has_the_three_strategies_and_a_vanilla_baseline(filled_db, monkeypatch):
     app = start(filled_db, monkeypatch, "compare")
     grid = app.dataframe[0].value
-    assert list(grid.columns) == ["task", "model", "vanilla", *STRATEGIES]
+    assert list(grid.columns) == ["task", "model", "budget", "backend", "settings", "vanilla", *STRATEGIES]
     assert list(grid["task"]) == ["iris"]
     deltas = app.dataframe[1].value
-    assert set(deltas["strategy"]) == {"vanilla", *STRATEGIES}
-    assert {"Δ vanilla", "Δ p", "Δ w"} <= set(deltas.columns)
+    assert set(deltas["strategy"]) == set(STRATEGIES) and set(deltas["versus"]) == {"vanilla", "p", "w"}
     assert len(app.get("plotly_chart")) == 2
     assert app.get("download_button")[0].label == "Download CSV"
 
