@@ -176,9 +176,9 @@ def _print_test_interval(args: argparse.Namespace, run_id: int) -> None:
     scores = test_example_scores(_sessions(args), [run_id])
     final = scores[scores["final"].astype(bool)]
     if len(final):
-        interval = wilson(final["score"].tolist())
+        interval, step = wilson(final["score"].tolist()), final["step_index"].iat[0]
         print(f"  test {_pct(final['score'].mean())}  95% CI [{_pct(interval.low).strip()}, "
-              f"{_pct(interval.high).strip()}] (Wilson, {len(final)} test examples of step {final['step_index'].iat[0]})")
+              f"{_pct(interval.high).strip()}] (Wilson, {len(final)} test examples of step {step})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
