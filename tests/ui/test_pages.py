@@ -122,6 +122,14 @@ def test_launch_bounds_the_seeds_and_the_name(tmp_path, monkeypatch):
     assert [e["name"] for e in queries.experiments(session_factory(url))] == ["n" * EXPERIMENT_NAME_MAX]
 
 
+def test_launch_proposes_three_seeds_and_says_what_they_can_detect(tmp_path, monkeypatch):
+    app = start(f"sqlite:///{tmp_path / 'empty.sqlite'}", monkeypatch, "launch")
+    assert app.text_input[1].value == "0-2"
+    assert "15 test examples × 3 seeds" in shown_text(app) and "29.5 points" in shown_text(app)  # smoke
+    app.segmented_control[0].set_value("default").run()
+    assert "30 test examples × 3 seeds" in shown_text(app) and "20.9 points" in shown_text(app)
+
+
 def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
     runs = runs_of(filled_db)
     app = start(filled_db, monkeypatch, "runs", run=runs["p -> w -> p"])
