@@ -153,14 +153,14 @@ def step_scores(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:
 def test_example_scores(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:
     """Per-example test scores of each run's step 0 (the unoptimized program, vanilla's stand-in)
     and its last finished step (the run's result, as the paper's Table 1 reports it):
-    run_id, step_index, final, example_index, score. Deltas pair them by seed and example."""
+    run_id, step_index, final, example_index, score. Deltas pair them by seed and example.
+    A step scores one program on test, its result (for a p step, often a candidate program)."""
     last = (select(Step.run_id, func.max(Step.index).label("index"))
             .where(Step.run_id.in_(run_ids), Step.status == StepStatus.done).group_by(Step.run_id).subquery())
     stmt = (select(ExampleScore.run_id, Step.index.label("step_index"), (Step.index == last.c.index).label("final"),
                    ExampleScore.example_index, ExampleScore.score)
             .join(Step, ExampleScore.step_id == Step.id).join(last, last.c.run_id == Step.run_id)
-            .join(Program, ExampleScore.program_id == Program.id)
-            .where(ExampleScore.split == "test", Step.status == StepStatus.done, Program.role == "result",
+            .where(ExampleScore.split == "test", Step.status == StepStatus.done,
                    or_(Step.index == 0, Step.index == last.c.index))
             .order_by(ExampleScore.run_id, Step.index, ExampleScore.example_index))
     return _frame(sessions, stmt)

@@ -52,7 +52,8 @@ def _add_run(session: Session, experiment_id: int, strategy: str, seed: int, pas
                     status=StepStatus.done, program_state={}, test_score=None if scored is None else scored / TEST)
         session.add(step)
         session.flush()
-        program = Program(run_id=run.id, step_id=step.id, label="step result", role="result", state={}, chosen=True)
+        program = Program(run_id=run.id, step_id=step.id, label="step result", state={}, chosen=True,
+                          role="candidate" if kind == "p" else "result")  # a p step's result is its best candidate
         session.add(program)
         session.flush()
         if scored is not None:
