@@ -81,3 +81,9 @@ def test_real_smoke_runs_show_intervals_and_verdicts(filled_db, monkeypatch, dow
     assert set(deltas["verdict"]) <= {"distinguishable", "within noise"} and (deltas["pairs"] == 15).all()
     assert "15 test examples × 1 seeds" in shown_text(app)
     assert CSV_COLUMNS <= set(csv_of(downloads).columns)
+
+
+def test_no_chosen_run_says_so(known_db, monkeypatch):
+    app = start(known_db, monkeypatch, "compare")
+    app.segmented_control[0].set_value("Chosen runs").run()
+    assert not app.exception and "No finished run to compare yet." in [i.value for i in app.info]
