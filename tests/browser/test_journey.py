@@ -102,7 +102,7 @@ def test_launch_watch_compare_and_read_traces(studio):
         page.get_by_role("heading", name="Launch an experiment").wait_for()
         selected = page.get_by_test_id("stMultiSelect").nth(1).inner_text()
         assert all(strategy in selected for strategy in STRATEGIES)  # the defaults are the journey's
-        seeds = page.get_by_label("Seeds")
+        seeds = page.get_by_role("textbox", name="Seeds")
         assert seeds.input_value() == "0-2"  # the page proposes the paper's 3 seeds
         seeds.fill("0")  # one seed keeps the journey to 3 smoke runs
         seeds.press("Enter")
