@@ -9,6 +9,7 @@ import streamlit as st
 from bt_core.config import BUDGETS, resolve_config
 from bt_core.experiments import launch_experiment, parse_seeds
 from bt_core.lm.models import EMBEDDED, REGISTRY, resolve_model
+from bt_core.stats import min_detectable_difference
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task, task_names
 from db import queries
@@ -46,7 +47,8 @@ with form:
     custom = st.text_input("Custom chain", placeholder="e.g. w -> p -> w", help="Any chain of p and w joined by ->.")
     if custom.strip() and check(parse_strategy, custom) is not None:
         strategies = [*strategies, custom.strip()]
-    seeds = check(parse_seeds, st.text_input("Seeds", "0", help="Comma-separated, or a range like 0-2.")) or []
+    seeds = check(parse_seeds, st.text_input("Seeds", "0-2", help="Comma-separated, or a range like 0-2. The paper "
+                                             "reports means of 3 seeds; one seed cannot show seed-to-seed noise.")) or []
     budget = st.segmented_control("Budget", BUDGETS, default="smoke", required=True)
     sizes = get_task(task).sizes[budget]
     defaults = resolve_config(task, valid[0], "vanilla", 0, budget) if valid else None
@@ -67,6 +69,10 @@ with summary, st.container(border=True):
     st.metric("Runs to queue", runs)
     st.caption(f"**{budget}** sizes for {task}: train {sizes.train} · val {sizes.val} · test {sizes.test}"
                + (f" (p samples {sizes.p_train} train / {sizes.p_val} val)" if sizes.p_train else ""))
+    if seeds:
+        st.caption(f"With {sizes.test} test examples × {len(seeds)} seeds, two strategies that differ by less than "
+                   f"about **{100 * min_detectable_difference(sizes.test, len(seeds)):.1f} points** of accuracy are "
+                   "hard to tell apart (80% power at 95% confidence, paired; see the README's Compare section).")
     if defaults is not None and runs:
         per_call = queries.seconds_per_call(db, models[0]) or CPU_SECONDS_PER_CALL
         modules = len(get_task(task).program().predictors())

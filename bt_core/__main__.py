@@ -178,6 +178,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                   f"test {_pct(step.test_score)}" + (f"  {took:.0f}s" if took is not None else ""))
             if step.id in skipped:
                 print(f"    no LoRA job: {skipped[step.id]}")
+        _print_test_interval(sessions, run.id)
         if best := queries.best_on_validation(sessions, run.id):
             print(f"  result: the final step's program; best on validation: step {best['index']} "
                   f"{best['label'] or best['kind']} (val {best['val_score']:.1%})")
@@ -186,6 +187,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         if run.finished_at and run.started_at:
             print(f"  wall time {(run.finished_at - run.started_at).total_seconds():.0f}s")
     return 0
+
+
+def _print_test_interval(sessions: sessionmaker[Session], run_id: int) -> None:
+    """The final program's test score with its 95% Wilson interval: 30 examples move it 3.3 points each."""
+    from bt_core.stats import wilson
+
+    scores = queries.test_example_scores(sessions, [run_id])
+    final = scores[scores["final"].astype(bool)]
+    if len(final):
+        interval, step = wilson(final["score"].tolist()), final["step_index"].iat[0]
+        print(f"  test {_pct(final['score'].mean())}  95% CI [{_pct(interval.low).strip()}, "
+              f"{_pct(interval.high).strip()}] (Wilson, {len(final)} test examples of step {step})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bt_core.lm.lora import LoraConfig
 from bt_core.strategy import format_strategy, parse_strategy
-from bt_core.tasks.base import Sizes
+from bt_core.tasks.base import Sizes, Task
 from db.limits import MODEL_MAX, SEED_MAX, STRATEGY_MAX
 
 BudgetName = Literal["smoke", "default", "paper"]
@@ -94,15 +94,37 @@ def resolve_config(task: str, model: str = "smollm2-135m", strategy: str = "p ->
         raise ValueError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
     overrides = dict(overrides or {})
     overrides["backend"] = resolve_backend(overrides.get("backend", "auto"), spec, task_def.prefill_bound)
-    lora = {**asdict(LORA[budget]), "seed": seed, **overrides.pop("lora", {})}
-    paper = budget == "paper"
-    base = {"task": task, "model": model, "strategy": strategy, "seed": seed, "budget": budget,
-            "sizes": task_def.sizes[budget], "lora": lora,
-            "num_candidates": 3 if paper else {"smoke": 1, "default": 3}[budget]}
+    base = _budget_defaults(task_def, model, strategy, seed, budget)
+    base["lora"] = {**base["lora"], **overrides.pop("lora", {})}
     try:
         return RunConfig(**{**base, **overrides})
     except Exception as exc:
         raise ValueError(_one_line(exc)) from None
+
+
+def _budget_defaults(task: Task, model: str, strategy: str, seed: int, budget: str) -> dict[str, Any]:
+    return {"task": task.name, "model": model, "strategy": strategy, "seed": seed, "budget": budget,
+            "sizes": task.sizes[budget], "lora": {**asdict(LORA[budget]), "seed": seed},
+            "num_candidates": 3 if budget == "paper" else {"smoke": 1, "default": 3}[budget]}
+
+
+def overridden_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config's settings that differ from its budget's defaults, flattened
+    ("lora.epochs": 5). With task, model, budget and backend they decide which runs may be
+    compared: a strategy that won with 5 epochs says nothing against one trained for 3."""
+    from bt_core.tasks import get_task
+
+    base = _budget_defaults(get_task(config["task"]), config["model"], config["strategy"], config["seed"],
+                            config["budget"])
+    defaults = _flat(RunConfig(**base, backend=config["backend"]).model_dump())
+    return {key: value for key, value in _flat(config).items() if key not in defaults or defaults[key] != value}
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
 
 
 def _one_line(exc: Exception) -> str:

@@ -142,8 +142,9 @@ def programs(sessions: Sessions, run_id: int, with_state: bool = False) -> pd.Da
 
 def compare_runs(sessions: Sessions, experiment_id: int | None = None,
                  run_ids: list[int] | None = None) -> pd.DataFrame:
+    """With each run's stored config: its settings decide which runs compare."""
     stmt = select(Run.id, Run.task, Run.model, Run.strategy, Run.seed, Run.budget, Run.status,
-                  Run.val_score, Run.test_score)
+                  Run.val_score, Run.test_score, Run.config)
     if run_ids is not None:
         stmt = stmt.where(Run.id.in_(run_ids))
     stmt = _run_filter(stmt, experiment_id, None)
@@ -156,6 +157,31 @@ def step_scores(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:
                    Step.label, Step.val_score, Step.test_score)
             .join(Step, Step.run_id == Run.id)
             .where(Run.id.in_(run_ids), Step.status == StepStatus.done).order_by(Run.id, Step.index))
+    return _frame(sessions, stmt)
+
+
+def test_example_scores(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:
+    """Per-example test scores of each run's step 0 (the unoptimized program, vanilla's stand-in)
+    and its last finished step (the run's result, as the paper's Table 1 reports it):
+    run_id, step_index, final, example_index, score. Deltas pair them by seed and example.
+    A step scores one program on test, its result (for a p step, often a candidate program)."""
+    last = (select(Step.run_id, func.max(Step.index).label("index"))
+            .where(Step.run_id.in_(run_ids), Step.status == StepStatus.done).group_by(Step.run_id).subquery())
+    stmt = (select(ExampleScore.run_id, Step.index.label("step_index"), (Step.index == last.c.index).label("final"),
+                   ExampleScore.example_index, ExampleScore.score)
+            .join(Step, ExampleScore.step_id == Step.id).join(last, last.c.run_id == Step.run_id)
+            .where(ExampleScore.split == "test", Step.status == StepStatus.done,
+                   or_(Step.index == 0, Step.index == last.c.index))
+            .order_by(ExampleScore.run_id, Step.index, ExampleScore.example_index))
+    return _frame(sessions, stmt)
+
+
+def untrained_w_steps(sessions: Sessions, run_ids: list[int]) -> pd.DataFrame:
+    """w steps that fine-tuned nothing (no training trace passed the metric, so the weights
+    stayed as they were): run_id, step_index, label, reason. Compare marks their runs."""
+    stmt = (select(Training.run_id, Step.index.label("step_index"), Step.label, Training.error.label("reason"))
+            .join(Step, Training.step_id == Step.id)
+            .where(Training.run_id.in_(run_ids), Training.examples == 0).order_by(Training.run_id, Step.index))
     return _frame(sessions, stmt)
 
 

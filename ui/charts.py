@@ -47,21 +47,21 @@ def loss_curves(trainings: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def score_bars(summary: pd.DataFrame) -> go.Figure:
-    """Mean test score per strategy, grouped by task x model, with the seeds' std as error bars."""
-    data = summary.assign(setting=summary["task"] + " · " + summary["model"])
-    figure = px.bar(data, x="setting", y="mean", color="strategy", error_y="std", barmode="group",
-                    labels={"mean": "test score (%)", "setting": ""}, title="Test score by strategy",
-                    **strategy_colors(summary["strategy"]))
+def score_bars(cells: pd.DataFrame) -> go.Figure:
+    """Mean test score per strategy, grouped by comparable setting, with 95% intervals as error bars."""
+    data = cells.assign(above=cells["ci_high"] - cells["mean"], below=cells["mean"] - cells["ci_low"])
+    figure = px.bar(data, x="setting", y="mean", color="strategy", error_y="above", error_y_minus="below",
+                    barmode="group", hover_data={"ci_low": ":.1f", "ci_high": ":.1f", "seeds": True, "examples": True},
+                    labels={"mean": "test score (%)", "setting": ""}, title="Test score by strategy (95% CI)",
+                    **strategy_colors(cells["strategy"]))
     figure.update_layout(yaxis_range=[0, 105], **LAYOUT)
     return figure
 
 
 def step_curves(scores: pd.DataFrame, strategies: pd.Series) -> go.Figure:
-    """Mean test score after each step prefix, a line per strategy (a panel per task x model);
-    `strategies` are all the page shows, so colors match its other charts."""
-    data = (scores.assign(setting=scores["task"] + " · " + scores["model"],
-                          score=100 * scores["test_score"].astype(float))
+    """Mean test score after each step prefix, a line per strategy (a panel per `setting`, the
+    group of comparable runs); `strategies` are all the page shows, so colors match its other charts."""
+    data = (scores.assign(score=100 * scores["test_score"].astype(float))
             .groupby(["setting", "strategy", "index", "label"], as_index=False)["score"].mean())
     labels = data.sort_values(["index", "label"])["label"].drop_duplicates().tolist()
     colors = strategy_colors(strategies)

@@ -1,4 +1,4 @@
-"""Pure data shaping for the pages: the strategy grid, example filters, program text, estimates.
+"""Pure data shaping for the pages: strategy order, example filters, program text, estimates.
 
 No Streamlit here, so every rule (what a delta is, which examples "disagree") is testable
 on plain DataFrames.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
-from pandas.io.formats.style import Styler
 
 from bt_core.adapter import format_fields
 from bt_core.signatures import Signature
@@ -19,8 +17,6 @@ from bt_core.strategy import parse_strategy
 from bt_core.tasks.base import Sizes
 
 STRATEGY_ORDER = ("vanilla", "p", "w", "p -> w", "w -> p", "p -> w -> p")
-BASELINES = ("vanilla", "p", "w")
-BEST_STYLE = "background-color: rgba(33, 195, 84, 0.18); font-weight: 600"
 
 
 def strategy_order(strategies: Iterable[str]) -> list[str]:
@@ -28,49 +24,6 @@ def strategy_order(strategies: Iterable[str]) -> list[str]:
     present = set(strategies)
     others = sorted(present - set(STRATEGY_ORDER), key=lambda s: (len(parse_strategy(s)), s))
     return [s for s in STRATEGY_ORDER if s in present] + others
-
-
-def strategy_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs' test scores in % per task x model x strategy: mean, std, seeds, deltas."""
-    done = runs[(runs["status"] == "done") & runs["test_score"].notna()]
-    summary = (done.assign(score=100 * done["test_score"].astype(float))
-               .groupby(["task", "model", "strategy"])["score"]
-               .agg(mean="mean", std="std", seeds="count").reset_index())
-    summary["std"] = summary["std"].fillna(0.0)
-    means = summary.set_index(["task", "model", "strategy"])["mean"]
-    for base in BASELINES:
-        reference = [means.get((t, m, base), np.nan) for t, m in zip(summary["task"], summary["model"])]
-        summary[f"Δ {base}"] = np.where(summary["strategy"] == base, np.nan, summary["mean"] - reference)
-    rank = {s: i for i, s in enumerate(strategy_order(summary["strategy"]))}
-    return summary.sort_values(["task", "model", "strategy"], key=lambda c: c.map(rank) if c.name == "strategy"
-                               else c).reset_index(drop=True)
-
-
-def with_vanilla_baseline(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
-    """Add a vanilla row per task x model x seed that has no vanilla run, from the runs' step 0.
-
-    Every run's step 0 scores the unoptimized program on its seed's test split, which is what a
-    vanilla run measures, so a grid of p and w runs still gets its baseline column.
-    """
-    measured = runs.loc[(runs["strategy"] == "vanilla") & (runs["status"] == "done"), ["task", "model", "seed"]]
-    keys = ["task", "model", "seed"]
-    step0 = steps[steps["index"] == 0].drop_duplicates(keys).merge(measured, on=keys, how="left", indicator=True)
-    missing = step0[step0["_merge"] == "left_only"]
-    baseline = missing.assign(strategy="vanilla", status="done")[[*keys, "strategy", "status", "test_score"]]
-    return pd.concat([runs, baseline], ignore_index=True) if len(baseline) else runs
-
-
-def strategy_grid(summary: pd.DataFrame) -> Styler:
-    """Table 1's shape: a row per task x model, a "mean ± std" column per strategy, best in bold."""
-    order = strategy_order(summary["strategy"])
-    cells = summary.assign(cell=[f"{m:.1f} ± {s:.1f}" if n > 1 else f"{m:.1f}"
-                                 for m, s, n in zip(summary["mean"], summary["std"], summary["seeds"])])
-    grid = cells.pivot(index=["task", "model"], columns="strategy", values="cell")[order].fillna("—")
-    grid.columns.name = None
-    means = summary.pivot(index=["task", "model"], columns="strategy", values="mean")[order]
-    best = means.eq(means.max(axis=1), axis=0).to_numpy()
-    grid, mask = grid.reset_index(), np.hstack([np.zeros((len(grid), 2), bool), best])
-    return grid.style.apply(lambda _: np.where(mask, BEST_STYLE, ""), axis=None)
 
 
 def example_matrix(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:

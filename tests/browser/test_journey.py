@@ -103,6 +103,11 @@ def test_launch_watch_compare_and_read_traces(studio):
         page.get_by_role("heading", name="Launch an experiment").wait_for()
         selected = page.get_by_test_id("stMultiSelect").nth(1).inner_text()
         assert all(strategy in selected for strategy in STRATEGIES)  # the defaults are the journey's
+        seeds = page.get_by_role("textbox", name="Seeds")
+        assert seeds.input_value() == "0-2"  # the page proposes the paper's 3 seeds
+        seeds.fill("0")  # one seed keeps the journey to 3 smoke runs
+        seeds.press("Enter")
+        page.get_by_test_id("stMetricValue").filter(has_text=re.compile(r"^3$")).wait_for()
         shoot(page, "launch")
         page.get_by_role("button", name="Queue experiment").click()
         page.get_by_text("with 3 runs").wait_for()
@@ -119,6 +124,8 @@ def test_launch_watch_compare_and_read_traces(studio):
         page.get_by_test_id("stDataFrame").first.wait_for()
         grid = table_rows(page)
         assert grid and set(STRATEGIES) <= set(grid[0]) and grid[0]["task"] == "iris"
+        assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d \[\d+\.\d, \d+\.\d\] 15×1( †)?", grid[0][s]) for s in STRATEGIES)
+        assert "95% CI" in page.get_by_test_id("stMain").inner_text()
         shoot(page, "compare")
 
         open_page(page, "Traces", "Traces")

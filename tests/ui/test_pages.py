@@ -122,6 +122,14 @@ def test_launch_bounds_the_seeds_and_the_name(tmp_path, monkeypatch):
     assert [e["name"] for e in queries.experiments(session_factory(url))] == ["n" * EXPERIMENT_NAME_MAX]
 
 
+def test_launch_proposes_three_seeds_and_says_what_they_can_detect(tmp_path, monkeypatch):
+    app = start(f"sqlite:///{tmp_path / 'empty.sqlite'}", monkeypatch, "launch")
+    assert app.text_input[1].value == "0-2"
+    assert "15 test examples × 3 seeds" in shown_text(app) and "29.5 points" in shown_text(app)  # smoke
+    app.segmented_control[0].set_value("default").run()
+    assert "30 test examples × 3 seeds" in shown_text(app) and "20.9 points" in shown_text(app)
+
+
 def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
     runs = runs_of(filled_db)
     app = start(filled_db, monkeypatch, "runs", run=runs["p -> w -> p"])
@@ -158,11 +166,10 @@ def test_runs_actions_cancel_retry_delete(db_copy, monkeypatch):
 def test_compare_grid_has_the_three_strategies_and_a_vanilla_baseline(filled_db, monkeypatch):
     app = start(filled_db, monkeypatch, "compare")
     grid = app.dataframe[0].value
-    assert list(grid.columns) == ["task", "model", "vanilla", *STRATEGIES]
+    assert list(grid.columns) == ["task", "model", "budget", "backend", "settings", "vanilla", *STRATEGIES]
     assert list(grid["task"]) == ["iris"]
     deltas = app.dataframe[1].value
-    assert set(deltas["strategy"]) == {"vanilla", *STRATEGIES}
-    assert {"Δ vanilla", "Δ p", "Δ w"} <= set(deltas.columns)
+    assert set(deltas["strategy"]) == set(STRATEGIES) and set(deltas["versus"]) == {"vanilla", "p", "w"}
     assert len(app.get("plotly_chart")) == 2
     assert app.get("download_button")[0].label == "Download CSV"
 
