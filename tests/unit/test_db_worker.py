@@ -172,14 +172,19 @@ def test_cancel_and_retry(sessions):
         assert s.get(Run, 2).status == RunStatus.queued
 
 
-def test_recorder_writes_candidates_scores_and_traces(sessions):
+def claimed_step(sessions, kind: str) -> tuple[Lease, int]:
+    """Run 1 claimed, with a running step 1 of `kind`: what a recorder writes under."""
     queue(sessions)
     lease = claim(sessions, "test", 1)
     with sessions.begin() as s:
-        step = Step(run_id=1, index=1, kind="p", label="p")
+        step = Step(run_id=1, index=1, kind=kind, label=kind)
         s.add(step)
         s.flush()
-        step_id = step.id
+        return lease, step.id
+
+
+def test_recorder_writes_candidates_scores_and_traces(sessions):
+    lease, step_id = claimed_step(sessions, "p")
     iris = get_task("iris")
     splits = iris.load(10, 10, 0, seed=0)
     program = iris.program()
@@ -214,13 +219,7 @@ def test_progress_raises_once_cancel_is_requested(sessions):
 
 
 def test_a_training_row_says_how_many_conversations_were_shortened(sessions):
-    queue(sessions)
-    lease = claim(sessions, "test", 1)
-    with sessions.begin() as s:
-        step = Step(run_id=1, index=1, kind="w", label="w")
-        s.add(step)
-        s.flush()
-        step_id = step.id
+    lease, step_id = claimed_step(sessions, "w")
     recorder = RunRecorder(lease, step_id, "w")
     recorder.training(TrainingLog("adapter", [(1, 0.5)], 1.0, 40, shortened=3, tokens_cut=700), LoraConfig())
     recorder.training_skipped("nothing passed", LoraConfig())
