@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from functools import lru_cache
+from contextlib import contextmanager
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
@@ -48,9 +49,24 @@ def _load_base(spec: ModelSpec):
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype, **kwargs).to(device())
+    with _quiet_gguf_conversion():
+        model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype, **kwargs).to(device())
     model.eval()
     return model, tokenizer
+
+
+@contextmanager
+def _quiet_gguf_conversion() -> Iterator[None]:
+    """Without the per-tensor bar transformers draws while converting GGUF weights (tqdm.auto,
+    which its disable_progress_bar does not reach); it would cut through the CLI's progress."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def merged(spec: ModelSpec, adapter_path: str):

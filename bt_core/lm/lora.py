@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,12 @@ from typing import Callable
 import torch
 
 from bt_core.lm.base import Messages, TrainingLog
+
+# Saving an adapter of a GGUF-loaded model, peft finds no config.json beside the weights and warns
+# once per w step; the warning is moot here (no adapter trains the embeddings, so the vocabulary is
+# the base's) and would break the CLI's progress lines.
+warnings.filterwarnings("ignore", message="Could not find a config file in .* - will assume that the vocabulary "
+                                          "was not modified")
 
 
 @dataclass
