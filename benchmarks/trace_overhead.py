@@ -22,7 +22,7 @@ from bt_core.experiments import launch_experiment  # noqa: E402
 from bt_core.lm.hf import HFLM, load_base  # noqa: E402
 from bt_core.lm.models import resolve_model  # noqa: E402
 from bt_core.recorder_db import RunRecorder  # noqa: E402
-from bt_core.recording import recording  # noqa: E402
+from bt_core.recording import Count, recording  # noqa: E402
 from bt_core.tasks import get_task  # noqa: E402
 from db.models import Step  # noqa: E402
 from db.session import session_factory  # noqa: E402
@@ -44,9 +44,9 @@ class TimedRecorder(RunRecorder):
         TimedRecorder.seconds += time.perf_counter() - start
         return result
 
-    def progress(self, message: str) -> None:
+    def progress(self, message: str, count: Count | None = None) -> None:
         start = time.perf_counter()
-        super().progress(message)
+        super().progress(message, count)
         TimedRecorder.seconds += time.perf_counter() - start
 
 

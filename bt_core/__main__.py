@@ -105,6 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bt_core.config import resolve_config
     from bt_core.cores import machine_cores
     from bt_core.experiments import experiment_name, new_run
+    from bt_core.progress_view import ProgressView
+    from bt_core.recording import watching
     from bt_core.worker import claim_new, execute_claimed, registered, wait_for_cores
 
     config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
@@ -118,7 +120,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             lease = claim_new(sessions, me.worker, Experiment(name=name, runs=[new_run(config)]), threads=share.threads)
             print(f"run {lease.run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / "
                   f"{config.budget} / {config.backend} / {share.threads} of {machine_cores()} cores", flush=True)
-            status = execute_claimed(me, lease, share.threads)
+            view = ProgressView(sys.stderr)
+            try:
+                with watching(view):
+                    status = execute_claimed(me, lease, share.threads)
+            finally:
+                view.close()
         finally:
             share.release()
     cmd_show(argparse.Namespace(db=args.db, run_id=lease.run_id))

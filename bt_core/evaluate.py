@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from bt_core.adapter import ParseError
 from bt_core.modules import Call, Example, Module, Prediction, capture_trace
-from bt_core.recording import recorder
+from bt_core.recording import Count, recorder
 
 Metric = Callable[[Example, Prediction, Any], float]
 
@@ -42,7 +42,7 @@ def evaluate(program: Module, examples: list[Example], metric: Metric, *, split:
     results: list[ExampleResult] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(examples), threads):
-            recorder().progress(f"{split}: {start}/{len(examples)} examples")
+            recorder().progress(f"{split}: {start}/{len(examples)} examples", Count("examples", start, len(examples)))
             chunk = list(enumerate(examples[start:start + threads], start))
             done = list(pool.map(lambda item: run_example(program, item[0], item[1], metric, details), chunk))
             recorder().evaluation(program_id, split, done)

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from bt_core.lease import Lease
-from bt_core.recording import Recorder, RunCancelled
+from bt_core.recording import Count, Recorder, RunCancelled, progress_listener
 from db.models import ExampleScore, Program, Run, Trace, Training
 
 if TYPE_CHECKING:
@@ -112,10 +112,13 @@ class RunRecorder(Recorder):
             run_id=self.run_id, step_id=self.step_id, examples=0, hyperparams=asdict(config), error=reason)),
             what="skipped training")
 
-    def progress(self, message: str) -> None:
+    def progress(self, message: str, count: Count | None = None) -> None:
         """Write the message at most twice a second; raise RunCancelled when asked to stop, and
-        LeaseLost at once (throttled or not) when the run is no longer this worker's."""
+        LeaseLost at once (throttled or not) when the run is no longer this worker's. A foreground
+        run's listener hears every report, after the lease check."""
         self.lease.check()
+        if (listener := progress_listener()) is not None:
+            listener(self.step_label, message, count)
         now = time.monotonic()
         if now - self._last_progress < 0.5:
             return

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     from bt_core.evaluate import ExampleResult
     from bt_core.lm.base import TrainingLog
     from bt_core.lm.lora import LoraConfig
     from bt_core.modules import Module
+
+
+@dataclass(frozen=True)
+class Count:
+    """How far a counted piece of work is, passed beside the message so that a display can draw
+    a bar and an ETA without parsing the text."""
+
+    what: str  # the unit, plural: "examples", "candidates"
+    done: int
+    total: int
 
 
 class RunCancelled(Exception):
@@ -42,7 +53,7 @@ class Recorder:
     def training_skipped(self, reason: str, config: LoraConfig) -> None:
         """A w step that had no data to train on; the run goes on with the weights it had."""
 
-    def progress(self, message: str) -> None:
+    def progress(self, message: str, count: Count | None = None) -> None:
         """Report what is happening; may raise RunCancelled."""
 
 
@@ -60,3 +71,22 @@ def recording(target: Recorder) -> Iterator[Recorder]:
         yield target
     finally:
         _current.reset(token)
+
+
+# (step label, message, count): what a foreground run shows as it goes, every report unthrottled.
+ProgressListener = Callable[[str, str, Count | None], None]
+_listener: ContextVar[ProgressListener | None] = ContextVar("bt_progress_listener", default=None)
+
+
+def progress_listener() -> ProgressListener | None:
+    return _listener.get()
+
+
+@contextmanager
+def watching(listener: ProgressListener) -> Iterator[None]:
+    """Send every progress report of the runs executed in this context to `listener` too."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bt_core.evaluate import Metric, evaluate
 from bt_core.modules import Example, Module
 from bt_core.optimizers.bootstrap import BootstrapFewShot, LabeledFewShot
-from bt_core.recording import recorder
+from bt_core.recording import Count, recorder
 
 
 @dataclass
@@ -43,7 +43,8 @@ class BootstrapFewShotWithRandomSearch:
         trainset, valset = trainset[: self.max_train], valset[: self.max_val]
         self.candidates = []
         for label, make in self._plan(trainset):
-            recorder().progress(f"candidate {len(self.candidates) + 1}/{self.num_candidates + 3}: {label}")
+            done, total = len(self.candidates), self.num_candidates + 3
+            recorder().progress(f"candidate {done + 1}/{total}: {label}", Count("candidates", done, total))
             self.candidates.append(self._score(label, make(student), valset))
         best = max(self.candidates, key=lambda c: c.score)  # max keeps the first of equals
         return best.program
