@@ -5,6 +5,7 @@ that holds them. Real processes, the tiny random-weight model, no BT_THREADS: th
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from bt_core.cores import machine_cores
 from bt_core.experiments import launch_experiment
+from bt_core.worker import live_workers
 from db.models import Run, RunStatus, Worker
 from db.session import session_factory
 from tests.conftest import REPO, wait_for
@@ -64,24 +66,27 @@ def test_a_foreground_run_and_a_worker_beside_it_share_the_cores(url, tiny_model
 
 def test_the_dashboard_starts_no_worker_beside_one_that_holds_the_cores(url, tiny_model, tmp_path, monkeypatch):
     sessions = session_factory(url)
-    launch_experiment(sessions, "busy", ["iris"], [str(tiny_model)], ["p -> w -> p"], [0], "default",
-                      {"backend": "hf"})
+    launch_experiment(sessions, "busy", ["iris"], [str(tiny_model)], ["p -> w -> p"], [0, 1, 2, 3, 4], "default",
+                      {"backend": "hf"})  # enough work to keep it busy while the dashboard looks
     worker = start_worker(url, tmp_path / "worker.log", stale_s=20)
-    try:
-        wait_for(lambda: runs(sessions)[0].cpu_threads, 120, what="the worker to take the run")
-        assert runs(sessions)[0].cpu_threads == machine_cores()  # alone on this machine: every core
+    try:  # its heartbeat names the run it executes, and so its share, to the dashboard
+        wait_for(lambda: live_workers(sessions) == [(worker_name(worker), machine_cores())], 120,
+                 what="the worker to take a run on every core (alone on this machine)")
         monkeypatch.setenv("BT_DATABASE_URL", url)
         monkeypatch.setenv("BT_AUTOSTART_WORKER", "1")
         app = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
         assert not app.exception
         sidebar = "\n".join(e.value for kind in ("markdown", "caption") for e in getattr(app.sidebar, kind))
-        assert runs(sessions)[0].status == RunStatus.running, "the run ended before the dashboard looked"
         assert "Worker running" in sidebar
         assert f"1 alive on this machine (pid: share) · {worker.pid}: {machine_cores()} of {machine_cores()} cores" \
             in sidebar
         assert started_workers() == [worker.pid] and registered_workers(sessions) == 1
     finally:
         kill(worker)
+
+
+def worker_name(process) -> str:
+    return f"{socket.gethostname()}:{process.pid}"
 
 
 def started_workers() -> list[int]:
