@@ -32,7 +32,10 @@ class Cluster:
 def ray_cluster(extra_nodes: int = 0) -> Iterator[Cluster]:
     """A head node, plus nodes that Ray takes for other machines (addresses 127.0.0.2, ...)."""
     port = _free_port()
-    cluster = Cluster(f"127.0.0.1:{port}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    if password := _test_postgres_password():  # as ~/.pgpass does on a real cluster's nodes (README)
+        env["PGPASSWORD"] = password
+    cluster = Cluster(f"127.0.0.1:{port}", env)
     with ExitStack() as stack:
         temp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bt-ray-"))  # short: socket paths
         stack.enter_context(_node(cluster, "--head", "--port", str(port), "--include-dashboard=false",
@@ -40,6 +43,15 @@ def ray_cluster(extra_nodes: int = 0) -> Iterator[Cluster]:
         for n in range(extra_nodes):
             stack.enter_context(_node(cluster, "--address", cluster.address, "--node-ip-address", f"127.0.0.{n + 2}"))
         yield cluster
+
+
+def _test_postgres_password() -> str | None:
+    """The test server's password: its nodes read it as libpq does, for the password-less URL
+    that Ray tasks get (bt_core/ray_executor.py)."""
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get("BT_TEST_POSTGRES_URL")
+    return make_url(url).password if url else None
 
 
 @contextmanager
