@@ -55,7 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bt_core.experiments import launch_experiment  # noqa: E402
+from bt_core.experiments import MAX_SEEDS, launch_experiment  # noqa: E402
 from bt_core.strategy import parse_strategy  # noqa: E402
 from bt_core.tasks import get_task  # noqa: E402
 from db import queries  # noqa: E402
@@ -218,8 +218,9 @@ def run_phase(kind: str, workers: int, model: Path, args: argparse.Namespace) ->
             phase_database(kind, Path(folder), args.postgres_url) as url:
         home = Path(folder)
         db = session_factory(url)
-        launch_experiment(db, "contention", ["iris"], [str(model)], [STRATEGY], list(range(args.runs)), "smoke",
-                          {"backend": "hf"})
+        for first in range(0, args.runs, MAX_SEEDS):  # one launch takes at most MAX_SEEDS seeds
+            launch_experiment(db, "contention", ["iris"], [str(model)], [STRATEGY],
+                              list(range(first, min(first + MAX_SEEDS, args.runs))), "smoke", {"backend": "hf"})
         reader, processes = DashboardReader(db), []
         reader.start()
         start = time.monotonic()
