@@ -6,6 +6,9 @@ on another run (Iris `p -> w -> p` at the default budget, long enough to outlast
 phase has a fresh database and BT_HOME, and each worker its own cold LM cache, so every call is
 computed; nothing sets BT_THREADS or OMP_NUM_THREADS, so each worker takes the share
 bt_core/cores.py gives it. Prints both times, the ratio, and the threads each run recorded.
+It refuses to print a ratio when the busy run ended before the timed one: that is what happens
+today, since a worker that claimed a run alone keeps every core until that run ends, and the
+other worker waits for them (a running worker does not yet give cores back).
 
     python benchmarks/core_share.py
 """
@@ -72,8 +75,10 @@ def phase(workers: int) -> tuple[float, list[int | None]]:
                 wait_run(sessions, queue(sessions, "default", seed=1), RunStatus.running)
             run = wait_run(sessions, queue(sessions, "smoke", seed=0), RunStatus.done)
             with sessions() as session:
-                threads = list(session.scalars(select(Run.cpu_threads).order_by(Run.id)))
-            return (run.finished_at - run.started_at).total_seconds(), threads
+                runs = list(session.scalars(select(Run).order_by(Run.id)))
+            if workers > 1 and runs[0].status != RunStatus.running:  # it must have computed all along
+                raise SystemExit(f"the busy run ended ({runs[0].status.value}: {runs[0].error}) before the timed one")
+            return (run.finished_at - run.started_at).total_seconds(), [r.cpu_threads for r in runs]
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
