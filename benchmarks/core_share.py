@@ -6,9 +6,8 @@ on another run (Iris `p -> w -> p` at the default budget, long enough to outlast
 phase has a fresh database and BT_HOME, and each worker its own cold LM cache, so every call is
 computed; nothing sets BT_THREADS or OMP_NUM_THREADS, so each worker takes the share
 bt_core/cores.py gives it. Prints both times, the ratio, and the threads each run recorded.
-It refuses to print a ratio when the busy run ended before the timed one: that is what happens
-today, since a worker that claimed a run alone keeps every core until that run ends, and the
-other worker waits for them (a running worker does not yet give cores back).
+It refuses to print a ratio when the busy run ended before the timed one: then the two never
+shared the machine for the whole timed run.
 
     python benchmarks/core_share.py
 """

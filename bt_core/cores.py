@@ -50,6 +50,17 @@ class CoreShare:
     threads: int
     _locks: list[IO[str]] = field(default_factory=list, repr=False)
 
+    def resize(self, wanted: int) -> bool:
+        """Give back the slots beyond `wanted`, or take free ones up to it without waiting;
+        True when the share changed. A share without slots (taken from a suspended holder) only shrinks."""
+        before = self.threads
+        while len(self._locks) > wanted:
+            self._locks.pop().close()
+        if self._locks and len(self._locks) < wanted and (more := take_cores(wanted - len(self._locks))):
+            self._locks.extend(more._locks)
+        self.threads = len(self._locks) if self._locks else min(self.threads, wanted)
+        return self.threads != before
+
     def release(self) -> None:
         for lock in self._locks:
             lock.close()  # closing the file drops its flock
@@ -76,6 +87,6 @@ def take_cores(wanted: int) -> CoreShare | None:
 
 def use_threads(threads: int) -> None:
     """Run this process's torch (and the OpenMP and MKL pools it drives) on `threads` threads."""
-    import torch
+    from bt_core.lm.threads import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)

@@ -64,10 +64,11 @@ class Lease:
                 raise LeaseLost(self._lost) from exc
             raise
 
-    def beat(self) -> None:
-        """Stamp the run's heartbeat with the database's clock (one try; the caller retries)."""
+    def beat(self, **values) -> None:
+        """Stamp the run's heartbeat with the database's clock, with `values` of the run's columns
+        (one try; the caller retries)."""
         with self.sessions.begin() as session:
-            self._hold(session, heartbeat_at=db_now())
+            self._hold(session, heartbeat_at=db_now(), **values)
         self._last_beat = time.monotonic()
 
     def silent_for(self) -> float:

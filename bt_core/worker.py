@@ -47,6 +47,7 @@ class Registration:
 
     worker: str
     lease: Lease | None = None
+    share: CoreShare | None = None  # the core slots behind the lease's run, resized as workers come and go
 
 
 def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float = 1.0) -> None:
@@ -67,7 +68,7 @@ def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float 
                 time.sleep(poll_s)
                 continue
             try:
-                execute_claimed(me, lease, share.threads)
+                execute_claimed(me, lease, share.threads, share)
             finally:
                 share.release()
 
@@ -95,11 +96,13 @@ def registered(sessions: sessionmaker[Session]) -> Iterator[Registration]:
             log.warning("could not deregister worker %s: %s", me.worker, exc)
 
 
-def execute_claimed(me: Registration, lease: Lease, threads: int) -> RunStatus | None:
+def execute_claimed(me: Registration, lease: Lease, threads: int,
+                    share: CoreShare | None = None) -> RunStatus | None:
     """Run a claimed run to its end on `threads` threads under this worker's heartbeat; None when
-    the lease was lost."""
+    the lease was lost. The heartbeat resizes `share`, the host's core slots behind those threads,
+    as workers come and go on this host (a Ray task's reservation has none and stays fixed)."""
     use_threads(threads)
-    me.lease = lease
+    me.lease, me.share = lease, share
     try:
         return run_to_end(lease)
     except LeaseLost as exc:
@@ -110,7 +113,7 @@ def execute_claimed(me: Registration, lease: Lease, threads: int) -> RunStatus |
         _hand_back(lease, "re-queued: its worker was stopped")
         raise
     finally:
-        me.lease = None
+        me.lease, me.share = None, None
 
 
 def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None, *,
@@ -181,10 +184,10 @@ def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threadin
     """Survives transient database errors; a run whose heartbeat was refused for a whole stale
     window is given up (another worker may hold it by now), so the runner stops at its next write."""
     while not stop.wait(HEARTBEAT_S):
-        lease = me.lease
+        lease, share = me.lease, me.share
         if lease is not None and not lease.lost:
             try:
-                lease.beat()
+                beat(sessions, lease, share)
             except LeaseLost:
                 pass
             except Exception as exc:
@@ -197,6 +200,22 @@ def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threadin
                     heartbeat_at=db_now(), current_run_id=lease.run_id if lease else None))
         except Exception as exc:
             log.warning("heartbeat of worker %s failed: %s", me.worker, " ".join(str(exc).split())[:200])
+
+
+def beat(sessions: sessionmaker[Session], lease: Lease, share: CoreShare | None) -> None:
+    """Stamp the run's heartbeat; with a share, keep it fair as workers come and go on this host
+    (give slots back to a newcomer, take freed ones up again) and record it on the run. A shrink
+    is recorded before its slots are freed and a growth after they are taken, so the threads
+    recorded on a host's running runs never add up to more than its cores."""
+    if share is None:
+        lease.beat()
+        return
+    wanted = fair_share(len(workers_here(sessions)))
+    if wanted < share.threads:
+        lease.beat(cpu_threads=wanted)
+    if share.resize(wanted):
+        use_threads(share.threads)  # the LM's threads take it before their next step
+    lease.beat(cpu_threads=share.threads)
 
 
 def wait_for_cores(sessions: sessionmaker[Session], poll_s: float = 1.0) -> CoreShare:

@@ -24,8 +24,9 @@ from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingL
                              chat_prompt, prefill)
 from bt_core.lm.lora import LoraConfig, train_lora
 from bt_core.lm.models import ModelSpec
+from bt_core.lm.threads import follow_threads
 
-_lock = threading.Lock()  # one generate or train at a time per process; torch uses all cores
+_lock = threading.Lock()  # one generate or train at a time per process, on the process's core share
 _load_lock = threading.RLock()
 
 
@@ -112,6 +113,7 @@ class HFLM(LM):
         sampling = {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         with _lock, torch.inference_mode():
+            follow_threads()
             start = time.perf_counter()
             out = self.model().generate(
                 **enc, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,

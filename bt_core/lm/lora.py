@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from bt_core.lm.base import Messages, TrainingLog
+from bt_core.lm.threads import follow_threads
 
 # Saving an adapter of a GGUF-loaded model, peft finds no config.json beside the weights and warns
 # once per w step; the warning is moot here (no adapter trains the embeddings, so the vocabulary is
@@ -73,6 +74,7 @@ def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages],
     for _ in range(config.epochs):
         order.shuffle(examples)
         for batch_start in range(0, len(examples), config.batch_size):
+            follow_threads()  # a share given back mid-training applies from the next step
             loss = _train_step(peft_model, optimizer, examples[batch_start:batch_start + config.batch_size],
                                tokenizer.pad_token_id)
             step += 1

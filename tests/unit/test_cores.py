@@ -39,6 +39,44 @@ def test_slots_never_exceed_the_cores():
         rest.release()
 
 
+def test_a_share_gives_slots_back_and_takes_free_ones_up_again():
+    cores = machine_cores()
+    share = take_cores(cores)
+    assert share.resize(1) and share.threads == 1
+    newcomer = take_cores(cores)
+    assert newcomer is not None and newcomer.threads == cores - 1  # what the share gave back
+    assert not share.resize(cores) and share.threads == 1  # nothing free to grow into
+    newcomer.release()
+    assert share.resize(cores) and share.threads == cores
+    assert take_cores(1) is None
+    share.release()
+
+
+def test_a_computing_thread_follows_a_share_set_from_another_thread():
+    """torch's thread count is per thread once a thread has computed: the heartbeat's new share
+    reaches the LM's thread only because that thread follows it before each step."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from bt_core.lm.threads import follow_threads, set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(2)
+        with ThreadPoolExecutor(1) as lm_thread:
+            def step() -> int:
+                follow_threads()
+                torch.ones(64, 64) @ torch.ones(64, 64)
+                return torch.get_num_threads()
+            assert lm_thread.submit(step).result() == 2
+            set_threads(1)  # from this thread, as the heartbeat does
+            assert lm_thread.submit(torch.get_num_threads).result() == 2  # torch alone would keep 2
+            assert lm_thread.submit(step).result() == 1
+    finally:
+        set_threads(before)
+
+
 @pytest.fixture
 def holder() -> Iterator[subprocess.Popen]:
     """Another process of this host, holding every core slot."""
