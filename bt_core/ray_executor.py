@@ -5,7 +5,10 @@ The driver only submits; the task claims its run and heartbeats it exactly as a 
 does (bt_core.worker), so two tasks, or a task and a local worker, never execute one run at
 once. A task that dies (its process killed, its node lost) leaves its run `running` with a
 heartbeat that goes stale; the driver's re-queue puts it back, submits it again, and the new
-task resumes at the run's first unfinished step. Ray's own retry is off for that reason.
+task resumes at the run's first unfinished step. Ray's own retry is off for that reason. A task
+that fails before it could claim its run (a node that cannot reach the database, say) is
+submitted again START_TRIES times in all, then the run fails with the task's error, rather
+than being re-submitted for ever.
 Stopping the executor ends its tasks with it (Ray ends a driver's tasks), so their runs take
 that same path: re-queued once stale, by the next worker or executor that serves the database.
 
@@ -20,20 +23,23 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import ray
 from ray.exceptions import RayError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.lease import stale_after_s
 from bt_core.lm.models import EMBEDDED
 from bt_core.worker import claim, execute_claimed, registered, requeue_stale
-from db.models import Run, RunStatus
-
+from db.models import Run, RunStatus, utcnow
 from db.session import database_url, get_engine, session_factory, shown
+
+
+START_TRIES = 3  # tasks a run gets that fail before claiming it, before the run is failed
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,13 @@ def resources(model: str, options: RayOptions) -> dict[str, float]:
 
 def _dispatch(sessions: sessionmaker[Session], db_url: str, options: RayOptions, once: bool,
               poll_s: float) -> None:
-    inflight: dict[ray.ObjectRef, int] = {}
+    inflight: dict[ray.ObjectRef, tuple[int, int]] = {}  # a task -> its run and the run's attempt then
     submitted: set[int] = set()
+    failed_starts: Counter[int] = Counter()
     while True:
         requeue_stale(sessions)
-        for run_id, model in _queued(sessions, exclude=set(inflight.values())):
-            inflight[_submit(db_url, run_id, model, options)] = run_id
+        for run_id, model, attempt in _queued(sessions, exclude={run for run, _ in inflight.values()}):
+            inflight[_submit(db_url, run_id, model, options)] = (run_id, attempt)
             submitted.add(run_id)
         if not inflight:
             if once and not _running(sessions, submitted):
@@ -113,7 +120,10 @@ def _dispatch(sessions: sessionmaker[Session], db_url: str, options: RayOptions,
             continue
         ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=poll_s)
         for ref in ready:
-            _report(inflight.pop(ref), ref)
+            run_id, attempt = inflight.pop(ref)
+            if (error := _report(run_id, ref)) is not None and _unclaimed(sessions, run_id, attempt):
+                failed_starts[run_id] += 1
+                _report_failed_start(sessions, run_id, attempt, failed_starts[run_id], error)
 
 
 def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.ObjectRef:
@@ -125,10 +135,34 @@ def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.Ob
     return _run_task.options(**needs).remote(_without_password(db_url), run_id)
 
 
-def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[int, str]]:
+def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[int, str, int]]:
+    """(run id, model, attempt) of the queued runs not in `exclude`, oldest first."""
     with sessions() as session:
-        rows = session.execute(select(Run.id, Run.model).where(Run.status == RunStatus.queued).order_by(Run.id))
-        return [(run_id, model) for run_id, model in rows if run_id not in exclude]
+        rows = session.execute(select(Run.id, Run.model, Run.attempt).where(Run.status == RunStatus.queued)
+                               .order_by(Run.id))
+        return [(run_id, model, attempt) for run_id, model, attempt in rows if run_id not in exclude]
+
+
+def _unclaimed(sessions: sessionmaker[Session], run_id: int, attempt: int) -> bool:
+    """Whether the run is still queued at the attempt its task was submitted for: the task never claimed it."""
+    with sessions() as session:
+        return session.scalar(select(Run.id).where(Run.id == run_id, Run.status == RunStatus.queued,
+                                                   Run.attempt == attempt)) is not None
+
+
+def _report_failed_start(sessions: sessionmaker[Session], run_id: int, attempt: int, tries: int, error: str) -> None:
+    """Say so; after START_TRIES, fail the run (if no one claimed it meanwhile) with the task's error."""
+    if tries < START_TRIES:
+        print(f"run {run_id}: its Ray task failed before it could claim the run ({tries} of {START_TRIES} "
+              f"tries): {error}", flush=True)
+        return
+    message = f"its Ray task failed {tries} times before it could claim the run: {error}"
+    with sessions.begin() as session:
+        failed = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.queued,
+                                                   Run.attempt == attempt)
+                                 .values(status=RunStatus.failed, error=message, finished_at=utcnow())).rowcount
+    if failed:
+        print(f"run {run_id}: failed: {message}", flush=True)
 
 
 def _running(sessions: sessionmaker[Session], run_ids: set[int]) -> bool:
@@ -138,12 +172,17 @@ def _running(sessions: sessionmaker[Session], run_ids: set[int]) -> bool:
                               .limit(1)) is not None
 
 
-def _report(run_id: int, ref: ray.ObjectRef) -> None:
+def _report(run_id: int, ref: ray.ObjectRef) -> str | None:
+    """Print how the task ended; the error in one line when it failed, else None."""
     try:
         print(f"run {run_id}: {ray.get(ref)}", flush=True)
+        return None
     except RayError as exc:
-        print(f"run {run_id}: its Ray task died ({type(exc).__name__}); it is re-queued once its heartbeat is "
-              f"{stale_after_s():.0f}s old and resumes at its first unfinished step", flush=True)
+        cause = getattr(exc, "cause", None) or exc
+        error = f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}"
+        print(f"run {run_id}: its Ray task died ({type(exc).__name__}); a run it had claimed is re-queued once "
+              f"its heartbeat is {stale_after_s():.0f}s old and resumes at its first unfinished step", flush=True)
+        return error
 
 
 def _without_password(db_url: str) -> str:

@@ -6,6 +6,7 @@ killed mid-step leaves its run to resume at that very step, with nothing recorde
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -83,3 +84,38 @@ def test_a_killed_ray_worker_resumes_its_run_at_the_unfinished_step(cluster, pos
         assert run.status == RunStatus.done and run.test_score is not None and run.worker != killed
     assert "run 1: its Ray task died" in log.read_text()
 
+
+
+def test_a_run_whose_tasks_cannot_reach_the_database_fails_after_a_few_tries(cluster, postgres_url):
+    """The nodes know the server's password, not the one of the role this driver connects as, so
+    every task fails before it can claim its run: the driver fails the run with the task's error
+    after START_TRIES tasks, where it used to re-submit one every second for ever."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from bt_core.ray_executor import START_TRIES
+
+    role, password = f"bt_ray_stranger_{secrets.token_hex(4)}", secrets.token_hex(8)
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+        conn.execute(text(f"GRANT ALL ON SCHEMA public TO {role}"))
+    url = make_url(postgres_url).set(username=role, password=password).render_as_string(hide_password=False)
+    try:
+        sessions = session_factory(url)
+        launch_experiment(sessions, "unreachable", ["iris"], ["smollm2-135m"], ["p"], [0], "smoke")
+        result = bt("worker", "--executor", "ray", "--address", cluster.address, "--once",
+                    env={**cluster.env, "BT_DATABASE_URL": url}, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        with sessions() as session:
+            run = session.get(Run, 1)
+        sessions.kw["bind"].dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))  # its tables here, so the role can go
+            conn.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()
+    assert run.status == RunStatus.failed and run.attempt == 0
+    assert run.error.startswith(f"its Ray task failed {START_TRIES} times before it could claim the run: ")
+    assert "password authentication failed" in run.error
+    assert result.stdout.count("its Ray task failed before it could claim the run") == START_TRIES - 1
