@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             view = ProgressView(sys.stderr)
             try:
                 with watching(view):
-                    status = execute_claimed(me, lease, share.threads, share)
+                    status = execute_claimed(me, lease, share)
             finally:
                 view.close()
         finally:

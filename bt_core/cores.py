@@ -48,21 +48,27 @@ class CoreShare:
     """Core slots held by this process; release() (or the process's end) frees them."""
 
     threads: int
-    _locks: list[IO[str]] = field(default_factory=list, repr=False)
+    _locks: dict[int, IO[str]] = field(default_factory=dict, repr=False)  # slot -> its held lock file
+
+    def cpus(self) -> list[int]:
+        """The CPU ids behind the held slots (slot i is this process's i-th allowed CPU), for
+        engines that pin their threads (vLLM on CPU); empty for a share without slots."""
+        allowed = sorted(os.sched_getaffinity(0))
+        return [allowed[slot] for slot in sorted(self._locks)]
 
     def resize(self, wanted: int) -> bool:
         """Give back the slots beyond `wanted`, or take free ones up to it without waiting;
         True when the share changed. A share without slots (taken from a suspended holder) only shrinks."""
         before = self.threads
         while len(self._locks) > wanted:
-            self._locks.pop().close()
+            self._locks.pop(max(self._locks)).close()
         if self._locks and len(self._locks) < wanted and (more := take_cores(wanted - len(self._locks))):
-            self._locks.extend(more._locks)
+            self._locks.update(more._locks)
         self.threads = len(self._locks) if self._locks else min(self.threads, wanted)
         return self.threads != before
 
     def release(self) -> None:
-        for lock in self._locks:
+        for lock in self._locks.values():
             lock.close()  # closing the file drops its flock
         self._locks.clear()
 
@@ -71,7 +77,7 @@ def take_cores(wanted: int) -> CoreShare | None:
     """Up to `wanted` free core slots of this host, without waiting; None when all are held."""
     folder = data_dir() / "cores"
     folder.mkdir(parents=True, exist_ok=True)
-    held: list[IO[str]] = []
+    held: dict[int, IO[str]] = {}
     for slot in range(machine_cores()):
         if len(held) == wanted:
             break
@@ -81,12 +87,13 @@ def take_cores(wanted: int) -> CoreShare | None:
         except BlockingIOError:
             lock.close()
             continue
-        held.append(lock)
+        held[slot] = lock
     return CoreShare(len(held), held) if held else None
 
 
-def use_threads(threads: int) -> None:
-    """Run this process's torch (and the OpenMP and MKL pools it drives) on `threads` threads."""
+def use_threads(share: CoreShare) -> None:
+    """Run this process's torch (and the OpenMP and MKL pools it drives) on the share's threads,
+    and let an engine that pins threads know its CPUs."""
     from bt_core.lm.threads import set_threads
 
-    set_threads(threads)
+    set_threads(share.threads, share.cpus())

@@ -32,6 +32,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bt_core.cores import CoreShare
 from bt_core.lease import stale_after_s
 from bt_core.lm.models import EMBEDDED
 from bt_core.worker import claim, execute_claimed, registered, requeue_stale
@@ -207,5 +208,5 @@ def _run_task(db_url: str, run_id: int) -> str:
         lease = claim(sessions, me.worker, run_id, threads=threads)
         if lease is None:
             return "skipped: claimed elsewhere or cancelled since it was submitted"
-        status = execute_claimed(me, lease, threads)
+        status = execute_claimed(me, lease, CoreShare(threads), resizable=False)
         return "stopped: another worker took the run over" if status is None else status.value

@@ -68,7 +68,7 @@ def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float 
                 time.sleep(poll_s)
                 continue
             try:
-                execute_claimed(me, lease, share.threads, share)
+                execute_claimed(me, lease, share)
             finally:
                 share.release()
 
@@ -96,13 +96,12 @@ def registered(sessions: sessionmaker[Session]) -> Iterator[Registration]:
             log.warning("could not deregister worker %s: %s", me.worker, exc)
 
 
-def execute_claimed(me: Registration, lease: Lease, threads: int,
-                    share: CoreShare | None = None) -> RunStatus | None:
-    """Run a claimed run to its end on `threads` threads under this worker's heartbeat; None when
-    the lease was lost. The heartbeat resizes `share`, the host's core slots behind those threads,
-    as workers come and go on this host (a Ray task's reservation has none and stays fixed)."""
-    use_threads(threads)
-    me.lease, me.share = lease, share
+def execute_claimed(me: Registration, lease: Lease, share: CoreShare, *, resizable: bool = True) -> RunStatus | None:
+    """Run a claimed run to its end on `share`'s threads under this worker's heartbeat; None when
+    the lease was lost. The heartbeat resizes a resizable share as workers come and go on this
+    host; a Ray task's reservation is not resizable."""
+    use_threads(share)
+    me.lease, me.share = lease, share if resizable else None
     try:
         return run_to_end(lease)
     except LeaseLost as exc:
@@ -214,7 +213,7 @@ def beat(sessions: sessionmaker[Session], lease: Lease, share: CoreShare | None)
     if wanted < share.threads:
         lease.beat(cpu_threads=wanted)
     if share.resize(wanted):
-        use_threads(share.threads)  # the LM's threads take it before their next step
+        use_threads(share)  # the LM's threads take it before their next step
     lease.beat(cpu_threads=share.threads)
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -81,14 +82,14 @@ def postgres_url() -> Iterator[str]:
 SMOKE_STRATEGIES = ["p", "w", "p -> w -> p"]
 
 
-def run_experiment(path: Path, tasks: list[str], strategies: list[str]) -> str:
+def run_experiment(path: Path, tasks: list[str], strategies: list[str], seeds: tuple[int, ...] = (0,)) -> str:
     """SQLite URL of one smoke-budget experiment run to the end by a real
     `python -m bt_core worker --once` process with the real embedded model."""
     from bt_core.experiments import launch_experiment
     from db.session import session_factory
 
     url = f"sqlite:///{path}"
-    launch_experiment(session_factory(url), "smoke", tasks, ["smollm2-135m"], strategies, [0], "smoke")
+    launch_experiment(session_factory(url), "smoke", tasks, ["smollm2-135m"], strategies, list(seeds), "smoke")
     result = bt("--db", url, "worker", "--once", timeout=2400)
     assert result.returncode == 0, result.stderr[-3000:]
     return url
@@ -98,6 +99,17 @@ def run_experiment(path: Path, tasks: list[str], strategies: list[str]) -> str:
 def filled_db(session_home: Path) -> str:
     """Iris under p, w and p -> w -> p."""
     return run_experiment(session_home / "filled.sqlite", ["iris"], SMOKE_STRATEGIES)
+
+
+@pytest.fixture(scope="session")
+def filled_seeds_db(filled_db: str, session_home: Path) -> str:
+    """`filled_db` with a second seed of its three strategies: real runs that Compare pools over seeds."""
+    from sqlalchemy.engine import make_url
+
+    path = session_home / "filled-seeds.sqlite"
+    with sqlite3.connect(make_url(filled_db).database) as source, sqlite3.connect(path) as copy:
+        source.backup(copy)
+    return run_experiment(path, ["iris"], SMOKE_STRATEGIES, seeds=(1,))
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,19 @@ from __future__ import annotations
 import torch
 
 _wanted: int | None = None  # None: nobody set a share; torch's own default stands
+_cpus: list[int] = []  # the CPU ids behind the share, when it has them
 
 
-def set_threads(threads: int) -> None:
+def set_threads(threads: int, cpus: list[int] | None = None) -> None:
     """This process's share; the calling thread takes it at once, the others at their next step."""
-    global _wanted
-    _wanted = threads
+    global _wanted, _cpus
+    _wanted, _cpus = threads, list(cpus or [])
     torch.set_num_threads(threads)
+
+
+def share() -> tuple[int, list[int]] | None:
+    """(threads, CPU ids, possibly none) of this process's share; None when no share was set."""
+    return None if _wanted is None else (_wanted, list(_cpus))
 
 
 def follow_threads() -> None:

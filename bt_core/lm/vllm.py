@@ -24,6 +24,7 @@ from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingL
 from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.lora import LoraConfig
 from bt_core.lm.models import ModelSpec
+from bt_core.lm.threads import share
 from bt_core.lm.vllm_model import vllm_model_dir
 
 if TYPE_CHECKING:
@@ -77,12 +78,28 @@ def _start(folder: str, lora_rank: int) -> vllm.LLM:
     from bt_core.lm.vllm_stop import FieldStop
 
     os.environ[OWNER_ENV] = str(os.getpid())  # the engine's processes die with this one
+    if not torch.cuda.is_available():
+        os.environ.update(cpu_binding(share(), _USER_BINDING))
     memory = ({"gpu_memory_utilization": GPU_MEMORY_FRACTION} if torch.cuda.is_available()
               else {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES})
     return vllm.LLM(folder, dtype="bfloat16", enable_lora=True, max_lora_rank=lora_rank, max_loras=1,
                     max_cpu_loras=4, enable_prefix_caching=True, logits_processors=[FieldStop], seed=0, **memory)
 
 
+def cpu_binding(process_share: tuple[int, list[int]] | None, user_binding: str | None) -> dict[str, str]:
+    """The environment that keeps vLLM's CPU engine on this process's core share: left alone, it
+    pins an OpenMP thread to every core of a NUMA node, whatever else runs there. The share's CPUs
+    when it has them; else (a Ray reservation) no pinning, on as many threads as the share. A
+    binding the user set wins. The engine keeps the binding it started with."""
+    if user_binding is not None or process_share is None:
+        return {}
+    threads, cpus = process_share
+    if cpus:
+        return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus))}
+    return {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(threads)}
+
+
+_USER_BINDING = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")  # read before this module sets its own
 atexit.register(close_engine)
 
 

@@ -83,6 +83,21 @@ def test_real_smoke_runs_show_intervals_and_verdicts(filled_db, monkeypatch, dow
     assert CSV_COLUMNS <= set(csv_of(downloads).columns)
 
 
+def test_real_runs_of_two_seeds_pool_over_seeds_with_paired_intervals(filled_seeds_db, monkeypatch, downloads):
+    app = start(filled_seeds_db, monkeypatch, "compare")
+    grid = app.dataframe[0].value
+    assert len(grid) == 1, "the two seeds' runs belong in one row"
+    assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d \[\d+\.\d, \d+\.\d\] 15×2( †)?", grid.at[0, s])
+               for s in ("vanilla", "p", "w", "p -> w -> p"))
+    deltas = app.dataframe[1].value
+    assert (deltas["pairs"] == 30).all(), "each delta pairs 15 test examples under each of 2 seeds"
+    assert set(deltas["verdict"]) <= {"distinguishable", "within noise"}
+    assert "15 test examples × 2 seeds" in shown_text(app)
+    csv = csv_of(downloads).set_index("strategy")
+    assert (csv["seeds"] == 2).all() and (csv["examples"] == 15).all()
+    assert (csv["ci_low"] <= csv["mean"]).all() and (csv["mean"] <= csv["ci_high"]).all()
+
+
 def test_no_chosen_run_says_so(known_db, monkeypatch):
     app = start(known_db, monkeypatch, "compare")
     app.segmented_control[0].set_value("Chosen runs").run()

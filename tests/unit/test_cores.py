@@ -3,6 +3,7 @@ come free at once, and the share each asks for splits the cores among this host'
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -138,3 +139,19 @@ def test_bad_thread_counts_are_one_clear_error(value, monkeypatch):
     monkeypatch.setenv("BT_THREADS", value)
     with pytest.raises(ValueError, match=f"whole number, at least 1; got '{value}'"):
         requested_threads()
+
+
+def test_each_share_names_its_own_cpus_and_vllm_is_pinned_to_them():
+    from bt_core.lm.vllm import cpu_binding
+
+    cores = machine_cores()
+    first = take_cores(1)
+    rest = take_cores(cores)
+    assert first.cpus() and not set(first.cpus()) & set(rest.cpus() if rest else [])
+    assert sorted(first.cpus() + (rest.cpus() if rest else [])) == sorted(os.sched_getaffinity(0))
+    assert cpu_binding((1, first.cpus()), None) == {"VLLM_CPU_OMP_THREADS_BIND": str(first.cpus()[0])}
+    assert cpu_binding((2, []), None) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "2"}  # Ray's
+    assert cpu_binding((1, first.cpus()), "0-3") == {} and cpu_binding(None, None) == {}
+    first.release()
+    if rest:
+        rest.release()
