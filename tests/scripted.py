@@ -38,3 +38,12 @@ def lost_with_demos(messages, trained_on) -> str:
         return "The iris is a lovely flower that grows in gardens."
     return iris_script(messages, trained_on=[[]])
 
+
+def counting(script) -> tuple:
+    """(the script, the list of conversations it was called with), to count LM calls."""
+    calls: list = []
+
+    def counted(messages, trained_on) -> str:
+        calls.append(messages)
+        return script(messages, trained_on)
+    return counted, calls

@@ -11,7 +11,7 @@ from bt_core.modules import SOURCE, example_id
 from bt_core.recording import Recorder, recording
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task
-from tests.scripted import iris_script, lost_with_demos, scripted_iris_lm
+from tests.scripted import counting, iris_script, lost_with_demos, scripted_iris_lm
 
 IRIS = get_task("iris")
 SPLITS = IRIS.load(15, 15, 30, seed=0)
@@ -121,6 +121,27 @@ def test_random_search_stops_scoring_hopeless_candidates_and_chooses_the_same(sc
         full = sum(len(r.calls) for c in search.candidates
                    for r in evaluate(c.program, LARGE.val, IRIS.metric, split="val").results)
         assert calls.calls["val"] < full / 2
+
+
+def test_bootstrap_stops_the_teacher_once_every_predictor_has_its_demos():
+    def demos_and_calls(threads):
+        script, calls = counting(iris_script)
+        program = BootstrapFewShot(IRIS.metric, max_bootstrapped_demos=3, max_labeled_demos=4,
+                                   threads=threads).compile(program_on(script), trainset=LARGE.train)
+        return program.classify.demos, len(calls)
+    early, calls = demos_and_calls(16)
+    whole, all_calls = demos_and_calls(48)  # one chunk: the teacher runs on every example
+    assert early == whole and sum("reasoning" in d for d in early) == 3 and len(early) == 4
+    assert calls == 16 and all_calls == 48
+
+
+def test_bootstrap_without_bootstrapped_demos_runs_no_teacher():
+    script, calls = counting(iris_script)
+    program = BootstrapFewShot(IRIS.metric, max_bootstrapped_demos=0, max_labeled_demos=3).compile(
+        program_on(script), trainset=SPLITS.train)
+    assert calls == [] and len(program.classify.demos) == 3
+    assert program.classify.demos == LabeledFewShot(3, seed=0).compile(
+        program_on(script), trainset=SPLITS.train).classify.demos
 
 
 def test_finetune_trains_on_passing_traces_and_rebinds_the_lm(student, tmp_path):
