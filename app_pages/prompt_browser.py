@@ -8,7 +8,7 @@ import streamlit as st
 
 from db import queries
 from ui.common import pick_run, sessions, show_text
-from ui.tables import percent, program_diff, program_text
+from ui.tables import candidate_val, program_diff, program_text
 
 db = sessions()
 st.title("Prompts")
@@ -24,7 +24,7 @@ if programs.empty:
 
 name = lambda row, step=True: (f"{'★ ' if row['chosen'] else ''}"
                                + (f"step {row['step_index']} ({row['step_label']}) · " if step else "")
-                               + f"{row['label']} · {row['role']} · val {percent(row['val_score'])}")
+                               + f"{row['label']} · {row['role']} · val {candidate_val(row)}")
 named = {row["id"]: row for row in programs.to_dict("records")}
 browse_tab, diff_tab = st.tabs(["Candidates", "Diff two programs"])
 with browse_tab:

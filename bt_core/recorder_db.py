@@ -22,7 +22,7 @@ from bt_core.recording import Count, Recorder, RunCancelled, progress_listener
 from db.models import ExampleScore, Program, Run, Trace, Training
 
 if TYPE_CHECKING:
-    from bt_core.evaluate import ExampleResult
+    from bt_core.evaluate import EvaluationResult, ExampleResult
     from bt_core.lm.base import TrainingLog
     from bt_core.lm.lora import LoraConfig
     from bt_core.modules import Call, Module
@@ -58,12 +58,19 @@ class RunRecorder(Recorder):
             self.programs[key] = program_id
         return program_id
 
-    def program_score(self, program_id: int | None, val_score: float, examples: int = 0) -> None:
+    def program_score(self, program_id: int | None, result: EvaluationResult) -> None:
+        """A stopped evaluation stores no score, only how far it got and its ceiling; it never
+        replaces the full score of the same program met as an earlier candidate."""
+        if not result.complete and self.known_val_score(program_id, result.total) is not None:
+            return
+        values = {"val_score": result.score if result.complete else None, "val_scored": len(result.results),
+                  "val_size": result.total, "val_ceiling": None if result.complete else result.ceiling}
         self.lease.write(lambda session: session.execute(
-            update(Program).where(Program.id == program_id).values(val_score=val_score)), what="program score")
-        self.val_scores[program_id] = (examples, val_score)
+            update(Program).where(Program.id == program_id).values(**values)), what="program score")
+        if result.complete:
+            self.val_scores[program_id] = (result.total, result.score)
 
-    def known_val_score(self, program_id: int, examples: int) -> float | None:
+    def known_val_score(self, program_id: int | None, examples: int) -> float | None:
         known = self.val_scores.get(program_id)
         return known[1] if known and known[0] == examples else None
 

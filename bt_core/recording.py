@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
-    from bt_core.evaluate import ExampleResult
+    from bt_core.evaluate import EvaluationResult, ExampleResult
     from bt_core.lm.base import TrainingLog
     from bt_core.lm.lora import LoraConfig
     from bt_core.modules import Module
@@ -38,8 +38,8 @@ class Recorder:
         """Store a program (a candidate, a teacher or a step's result); return its id."""
         return None
 
-    def program_score(self, program_id: int | None, val_score: float, examples: int = 0) -> None:
-        pass
+    def program_score(self, program_id: int | None, result: EvaluationResult) -> None:
+        """Store a program's validation score, or, when its scoring stopped early, how far it got."""
 
     def evaluation(self, program_id: int | None, split: str, results: list[ExampleResult]) -> None:
         """Store a chunk of per-example results with their LM-call traces."""

@@ -120,9 +120,10 @@ def score_step(program: Module, recorder: RunRecorder, task: Task, splits: Split
     recorder.mark_chosen(program_id)
     val = recorder.known_val_score(program_id, len(splits.val))
     if val is None:
-        val = evaluate(program, splits.val, task.metric, split="val", program_id=program_id,
-                       threads=config.threads, details=task.details).score
-        recorder.program_score(program_id, val, len(splits.val))
+        result = evaluate(program, splits.val, task.metric, split="val", program_id=program_id,
+                          threads=config.threads, details=task.details)
+        recorder.program_score(program_id, result)
+        val = result.score
     test = None
     if config.eval_test_each_step or last:
         test = evaluate(program, splits.test, task.metric, split="test", program_id=program_id,

@@ -133,7 +133,8 @@ def trainings(sessions: Sessions, run_id: int) -> list[dict[str, Any]]:
 def programs(sessions: Sessions, run_id: int, with_state: bool = False) -> pd.DataFrame:
     """Every stored program of a run in step order: candidates, teachers and step results."""
     columns = [Program.id, Program.step_id, Step.index.label("step_index"), Step.label.label("step_label"),
-               Program.label, Program.role, Program.val_score, Program.chosen]
+               Program.label, Program.role, Program.val_score, Program.val_scored, Program.val_size,
+               Program.val_ceiling, Program.chosen]
     stmt = (select(*columns, *([Program.state] if with_state else []))
             .join(Step, Program.step_id == Step.id).where(Program.run_id == run_id)
             .order_by(Step.index, Program.id))

@@ -29,3 +29,21 @@ def iris_script(messages, trained_on) -> str:
 
 def scripted_iris_lm(**kwargs) -> ScriptedLM:
     return ScriptedLM(iris_script, name="scripted-iris", **kwargs)
+
+
+def lost_with_demos(messages, trained_on) -> str:
+    """Right by the three-class petal rule zero-shot, rambling with demos: zero-shot, the first
+    candidate of a random search, is its best, and every later one fails from its first example."""
+    if len(messages) > 2:
+        return "The iris is a lovely flower that grows in gardens."
+    return iris_script(messages, trained_on=[[]])
+
+
+def counting(script) -> tuple:
+    """(the script, the list of conversations it was called with), to count LM calls."""
+    calls: list = []
+
+    def counted(messages, trained_on) -> str:
+        calls.append(messages)
+        return script(messages, trained_on)
+    return counted, calls

@@ -23,7 +23,7 @@ from db import queries
 from db.session import artifacts_root
 from ui.charts import loss_curves, step_timeline
 from ui.common import PAGES, STATUS_ICONS, Sessions, show_text
-from ui.tables import duration, percent
+from ui.tables import candidate_val, duration, percent
 
 ACTIVE = ("queued", "running")
 
@@ -137,7 +137,7 @@ def _candidates(db: Sessions, run_id: int) -> None:
     if candidates.empty:
         st.info("No candidate program yet.")
         return
-    table = candidates.assign(val=candidates["val_score"].map(percent),
+    table = candidates.assign(val=[candidate_val(row) for row in candidates.to_dict("records")],
                               chosen=candidates["chosen"].map({True: "★", False: ""}))
     st.dataframe(table, hide_index=True, column_order=["step_index", "step_label", "label", "role", "val", "chosen"],
                  column_config={"step_index": "step", "step_label": "after", "label": "program", "val": "val %"})

@@ -64,10 +64,11 @@ def program_diff(before: str, after: str, before_name: str, after_name: str) -> 
 
 
 def lm_calls(sizes: Sizes, strategy: str, num_candidates: int, modules: int) -> int:
-    """Roughly how many LM calls one run makes before caching: the estimate's unit of work.
+    """Roughly how many LM calls one run makes before caching, at most: the estimate's unit of work.
 
     Every step scores val and test; p bootstraps each non-fixed candidate on its train
-    subsample and scores every candidate on its val subsample; w runs the train set once.
+    subsample and scores every candidate on its val subsample (both may stop early); w runs
+    the train set once.
     """
     p_train, p_val = sizes.p_train or sizes.train, sizes.p_val or sizes.val
     calls = sizes.val + sizes.test
@@ -87,3 +88,12 @@ def duration(seconds: float | None) -> str:
 
 def percent(score: float | None) -> str:
     return "—" if score is None or pd.isna(score) else f"{100 * score:.1f}"
+
+
+def candidate_val(program: dict[str, Any]) -> str:
+    """A program row's validation score; a candidate whose scoring stopped early shows what is known
+    of it, never the mean of the examples it was scored on as if it were its score."""
+    ceiling = program["val_ceiling"]
+    if ceiling is None or pd.isna(ceiling):
+        return percent(program["val_score"])
+    return f"stopped at {int(program['val_scored'])} of {int(program['val_size'])}, at most {percent(ceiling)}%"

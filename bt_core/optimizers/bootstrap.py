@@ -8,17 +8,18 @@ The default teacher of a p step is the student without its demos, as in the DSPy
 (before its October 2024 change): a later p bootstraps afresh from the current LM. Every demo
 remembers the training example it came from, and a teacher never runs an example with a demo
 made from it, or an example could pass by copying its own answer. A labeled example becomes a
-demo only of the predictors whose outputs it has.
+demo only of the predictors whose outputs it has. The teacher runs a chunk of examples at a time
+and stops once every predictor has its demos, as DSPy's does.
 """
 
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from bt_core.adapter import informative
-from bt_core.evaluate import ExampleResult, Metric, run_example
+from bt_core.evaluate import ExampleResult, Metric, run_chunks, run_example
 from bt_core.modules import SOURCE, Example, Module, demo_from, example_id
 from bt_core.recording import recorder
 
@@ -46,8 +47,7 @@ class BootstrapFewShot:
 
     def compile(self, student: Module, *, trainset: list[Example], valset=None,
                 teacher: Module | None = None) -> Module:
-        teacher = teacher_for(student.reset_copy(), teacher, trainset, self.max_labeled_demos, self.seed)
-        successes = [r for r in bootstrap_traces(teacher, trainset, self.metric, self.threads) if r.score >= 1.0]
+        successes = self._successes(student, trainset, teacher)
         program = student.reset_copy()
         used: set[int] = set()
         for name, predictor in program.named_predictors():
@@ -60,6 +60,20 @@ class BootstrapFewShot:
                     used.add(result.index)
         self._fill_labeled(program, [e for i, e in enumerate(trainset) if i not in used])
         return program
+
+    def _successes(self, student: Module, trainset: list[Example], teacher: Module | None) -> list[ExampleResult]:
+        """The teacher's passing traces in training order, run only until every predictor has its
+        demos, as DSPy does: the demos are the first successes, so running on changes none."""
+        if not self.max_bootstrapped_demos:
+            return []
+        teacher = teacher_for(student.reset_copy(), teacher, trainset, self.max_labeled_demos, self.seed)
+        names = [name for name, _ in student.named_predictors()]
+
+        def enough(results: list[ExampleResult]) -> bool:
+            passed = [r for r in results if r.score >= 1.0]
+            return all(sum(any(c.module == name for c in r.calls) for r in passed) >= self.max_bootstrapped_demos
+                       for name in names)
+        return [r for r in bootstrap_traces(teacher, trainset, self.metric, self.threads, enough) if r.score >= 1.0]
 
     def _fill_labeled(self, program: Module, unused: list[Example]) -> None:
         rng = random.Random(self.seed)
@@ -78,19 +92,15 @@ def teacher_for(student: Module, teacher: Module | None, trainset: list[Example]
     return teacher
 
 
-def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, threads: int) -> list[ExampleResult]:
-    """Run the teacher on every example, leaving that example out of its demos, and record it."""
+def bootstrap_traces(teacher: Module, trainset: list[Example], metric: Metric, threads: int,
+                     until: Callable[[list[ExampleResult]], bool] = lambda done: False) -> list[ExampleResult]:
+    """Run the teacher on the examples in order, each without a demo made from it, and record it;
+    stop before a chunk once `until(results so far)` (a w step wants every trace: no `until`)."""
     recorder().progress(f"running the teacher on {len(trainset)} training examples")
     teacher_id = recorder().program(teacher, "teacher", role="teacher")
-
-    def attempt(item: tuple[int, Example]) -> ExampleResult:
-        index, example = item
-        return run_example(_without_demo(teacher, example), index, example, metric, bootstrapping=True)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(attempt, enumerate(trainset)))
-    recorder().evaluation(teacher_id, "train", results)
-    return results
+    attempt = lambda index, example: run_example(_without_demo(teacher, example), index, example, metric,
+                                                 bootstrapping=True)
+    return run_chunks(attempt, trainset, "train", teacher_id, threads, until)
 
 
 def _without_demo(teacher: Module, example: Example) -> Module:

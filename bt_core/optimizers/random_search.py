@@ -3,7 +3,9 @@
 The candidates follow the paper and DSPy: zero-shot, labeled demos only, bootstrapped demos
 in training order, then `num_candidates` bootstraps over reshuffled training sets with a
 random number of demos (1 to max_bootstrapped_demos; none when that is 0). Every candidate and
-its score stays in `self.candidates`.
+its score stays in `self.candidates`. A candidate stops being scored once even a perfect score on
+the examples left could not beat the best so far, which chooses the same program for less work;
+it keeps how far it got and its ceiling instead of a score.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from bt_core.recording import Count, recorder
 class Candidate:
     label: str
     program: Module
-    score: float
+    score: float | None  # mean on the whole valset; None when scoring stopped early
+    scored: int  # validation examples it was scored on
+    ceiling: float  # the most its score can be: the score itself unless it stopped early
     program_id: int | None = None
 
 
@@ -46,8 +50,14 @@ class BootstrapFewShotWithRandomSearch:
             done, total = len(self.candidates), self.num_candidates + 3
             recorder().progress(f"candidate {done + 1}/{total}: {label}", Count("candidates", done, total))
             self.candidates.append(self._score(label, make(student), valset))
-        best = max(self.candidates, key=lambda c: c.score)  # max keeps the first of equals
+        best = self._best()
+        assert best is not None, "the first candidate has nothing to beat, so it is scored in full"
         return best.program
+
+    def _best(self) -> Candidate | None:
+        """The best candidate scored on the whole valset (its ceiling is its score); max keeps the
+        first of equals."""
+        return max((c for c in self.candidates if c.score is not None), key=lambda c: c.ceiling, default=None)
 
     def _plan(self, trainset: list[Example]):
         """(label, student -> candidate program) in the order DSPy uses (its seeds -3, -2, -1, 0..)."""
@@ -67,6 +77,9 @@ class BootstrapFewShotWithRandomSearch:
 
     def _score(self, label: str, program: Module, valset: list[Example]) -> Candidate:
         program_id = recorder().program(program, label)
-        result = evaluate(program, valset, self.metric, split="val", program_id=program_id, threads=self.threads)
-        recorder().program_score(program_id, result.score, len(valset))
-        return Candidate(label, program, result.score, program_id)
+        best = self._best()
+        result = evaluate(program, valset, self.metric, split="val", program_id=program_id, threads=self.threads,
+                          must_beat=best.ceiling if best else None)
+        recorder().program_score(program_id, result)
+        return Candidate(label, program, result.score if result.complete else None, len(result.results),
+                         result.ceiling, program_id)

@@ -243,6 +243,44 @@ def test_prompts_show_instructions_demos_and_a_diff(filled_db, monkeypatch):
     assert any(line.startswith("+") and not line.startswith("+++") for line in diff[0].value.splitlines())
 
 
+def test_a_candidate_stopped_early_shows_how_far_it_got_not_a_score(tmp_path, monkeypatch):
+    """A p step whose candidates after zero-shot fail their first 16 of 48 validation examples and stop."""
+    from bt_core.experiments import launch_experiment
+    from bt_core.lm.scripted import ScriptedLM
+    from bt_core.optimizers import BootstrapFewShotWithRandomSearch
+    from bt_core.recorder_db import RunRecorder
+    from bt_core.recording import recording
+    from bt_core.tasks import get_task
+    from bt_core.worker import claim
+    from db.models import Run, RunStatus, Step
+    from tests.scripted import lost_with_demos
+
+    url = f"sqlite:///{tmp_path / 'stopped.sqlite'}"
+    db = session_factory(url)
+    launch_experiment(db, "stopped", ["iris"], ["smollm2-135m"], ["p"], [0], "smoke")
+    lease = claim(db, "test", 1)
+    with db.begin() as s:
+        step = Step(run_id=1, index=1, kind="p", label="p")
+        s.add(step)
+        s.flush()
+        step_id = step.id
+    iris = get_task("iris")
+    splits = iris.load(15, 48, 0, seed=0)
+    program = iris.program()
+    program.set_lm(ScriptedLM(lost_with_demos))
+    with recording(RunRecorder(lease, step_id, "p")):
+        BootstrapFewShotWithRandomSearch(iris.metric, num_candidates=1).compile(
+            program, trainset=splits.train, valset=splits.val)
+    with db.begin() as s:
+        s.get(Run, 1).status = RunStatus.done
+
+    stopped = "stopped at 16 of 48, at most 66.7%"
+    labels = [e.label for e in start(url, monkeypatch, "prompts", run=1).expander]
+    assert [label.split(" · val ")[1] for label in labels] == ["95.8", stopped, stopped]
+    table = next(d.value for d in start(url, monkeypatch, "runs", run=1).dataframe if "role" in d.value.columns)
+    assert list(table["val"]) == ["95.8", stopped, stopped]
+
+
 def test_no_page_renders_raw_html():
     pages = list((ROOT / "app_pages").glob("*.py"))
     assert len(pages) >= 5, f"found {len(pages)} pages in app_pages/: the scan would check nothing"

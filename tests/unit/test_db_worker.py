@@ -19,7 +19,8 @@ from bt_core.worker import claim, requeue_stale
 from db.clock import database_now
 from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, Training
 from db.session import session_factory
-from tests.scripted import scripted_iris_lm
+from bt_core.lm.scripted import ScriptedLM
+from tests.scripted import lost_with_demos, scripted_iris_lm
 
 
 @pytest.fixture
@@ -204,6 +205,48 @@ def test_recorder_writes_candidates_scores_and_traces(sessions):
         trace = s.scalars(select(Trace).where(Trace.program_id == candidates[0].id)).first()
         assert trace.module == "classify" and trace.parse_error and trace.completion
         assert trace.messages[0]["role"] == "system" and trace.prompt_tokens > 0
+
+
+def test_a_candidate_stopped_early_is_stored_as_what_is_known(sessions):
+    """Not a partial mean: no score, how many of the validation examples it was scored on, and its ceiling."""
+    lease, step_id = claimed_step(sessions, "p")
+    iris = get_task("iris")
+    splits = iris.load(15, 48, 0, seed=0)
+    program = iris.program()
+    program.set_lm(ScriptedLM(lost_with_demos))
+    recorder = RunRecorder(lease, step_id, "p")
+    with recording(recorder):
+        BootstrapFewShotWithRandomSearch(iris.metric, num_candidates=1).compile(
+            program, trainset=splits.train, valset=splits.val)
+    with sessions() as s:
+        first, *later = s.scalars(select(Program).where(Program.role == "candidate").order_by(Program.id)).all()
+        assert (first.val_scored, first.val_size, first.val_ceiling) == (48, 48, None) and first.val_score > 2 / 3
+        assert later and [(p.val_score, p.val_scored, p.val_size, p.val_ceiling) for p in later] == [
+            (None, 16, 48, 32 / 48)] * len(later)  # fewer rows than candidates: equal programs are stored once
+        rows = s.execute(select(ExampleScore.program_id, func.count()).where(ExampleScore.split == "val")
+                         .group_by(ExampleScore.program_id)).all()
+        assert dict(rows)[first.id] == 48 and sum(n for _, n in rows) == 48 + 3 * 16
+    assert recorder.known_val_score(first.id, 48) == first.val_score
+    assert [recorder.known_val_score(p.id, 48) for p in later] == [None] * len(later)
+
+
+def test_a_program_stopped_as_a_later_candidate_keeps_its_full_score(sessions):
+    """Without demos every candidate is the zero-shot program, stored once; it scores 1.0 first, so
+    its later turns stop before any example, and must not overwrite that score."""
+    lease, step_id = claimed_step(sessions, "p")
+    iris = get_task("iris")
+    splits = iris.load(15, 48, 0, seed=0)
+    setosa = [e for e in splits.val if e["species"] == "setosa"]
+    program = iris.program()
+    program.set_lm(ScriptedLM(lost_with_demos))
+    search = BootstrapFewShotWithRandomSearch(iris.metric, num_candidates=1, max_bootstrapped_demos=0,
+                                              max_labeled_demos=0)
+    with recording(RunRecorder(lease, step_id, "p")):
+        search.compile(program, trainset=splits.train, valset=setosa)
+    assert [(c.score, c.scored) for c in search.candidates] == [(1.0, len(setosa))] + [(None, 0)] * 3
+    with sessions() as s:
+        stored = s.scalars(select(Program).where(Program.role == "candidate")).all()
+        assert [(p.val_score, p.val_scored, p.val_ceiling) for p in stored] == [(1.0, len(setosa), None)]
 
 
 def test_progress_raises_once_cancel_is_requested(sessions):

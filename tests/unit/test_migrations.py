@@ -51,15 +51,18 @@ def test_revision_1_is_the_models_without_the_columns_added_since(raw):
     upgrade(raw, "0001")
     assert version(raw) == "0001"
     assert sorted((diff[0], diff[2], diff[3].name) for diff in schema_differences(raw)) == [
-        ("add_column", "runs", "attempt"), ("add_column", "runs", "cpu_threads"),
-        ("add_column", "trainings", "shortened"), ("add_column", "trainings", "tokens_cut")]
+        ("add_column", "programs", "val_ceiling"), ("add_column", "programs", "val_scored"),
+        ("add_column", "programs", "val_size"), ("add_column", "runs", "attempt"),
+        ("add_column", "runs", "cpu_threads"), ("add_column", "trainings", "shortened"),
+        ("add_column", "trainings", "tokens_cut")]
 
 
 @pytest.mark.parametrize("with_attempt", [False, True], ids=["before-issue-15", "after-issue-15"])
 def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_rows(raw, db_url, with_attempt):
     Base.metadata.create_all(raw)
     with raw.begin() as connection:  # create_all made no column later than runs.attempt
-        for table, column in (("runs", "cpu_threads"), ("trainings", "shortened"), ("trainings", "tokens_cut")):
+        for table, column in (("runs", "cpu_threads"), ("trainings", "shortened"), ("trainings", "tokens_cut"),
+                              ("programs", "val_scored"), ("programs", "val_size"), ("programs", "val_ceiling")):
             connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         if not with_attempt:
             connection.execute(text("ALTER TABLE runs DROP COLUMN attempt"))

@@ -11,10 +11,11 @@ from bt_core.modules import SOURCE, example_id
 from bt_core.recording import Recorder, recording
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task
-from tests.scripted import scripted_iris_lm
+from tests.scripted import counting, iris_script, lost_with_demos, scripted_iris_lm
 
 IRIS = get_task("iris")
 SPLITS = IRIS.load(15, 15, 30, seed=0)
+LARGE = IRIS.load(48, 48, 0, seed=0)  # three chunks of 16: room to stop early
 
 
 @pytest.fixture
@@ -62,6 +63,85 @@ def test_random_search_scores_every_candidate_and_keeps_the_best(student):
     assert labels[:3] == ["zero-shot", "labeled demos", "bootstrapped"] and len(labels) == 6
     assert optimizer.candidates[0].score == 0.0
     assert score(best) == max(c.score for c in optimizer.candidates) > 0.5
+
+
+class Scores(Recorder):
+    """Counts the examples and LM calls recorded per split."""
+
+    def __init__(self) -> None:
+        self.examples: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+
+    def evaluation(self, program_id, split, results):
+        self.examples[split] = self.examples.get(split, 0) + len(results)
+        self.calls[split] = self.calls.get(split, 0) + sum(len(r.calls) for r in results)
+
+
+def program_on(script):
+    program = IRIS.program()
+    program.set_lm(ScriptedLM(script))
+    return program
+
+
+@pytest.mark.parametrize("must_beat, scored", [(None, 48), (1.0, 0), (32 / 48, 16), (32 / 48 - 1e-9, 32), (0.0, 48)])
+def test_evaluate_stops_once_the_program_cannot_beat_a_score(must_beat, scored):
+    """A program that fails every example can reach 32/48 at most after 16 of 48 and 16/48 after 32;
+    a tie does not beat, and the last chunk ends a complete evaluation, whatever it scored."""
+    failing = LabeledFewShot(k=3).compile(program_on(lost_with_demos), trainset=SPLITS.train)
+    result = evaluate(failing, LARGE.val, IRIS.metric, split="val", must_beat=must_beat)
+    assert len(result.results) == scored and result.total == 48
+    assert result.complete == (scored == 48)
+    if not result.complete:
+        assert result.ceiling == (48 - scored) / 48
+        with pytest.raises(ValueError, match=f"scored {scored} of 48"):
+            result.score
+
+
+def chosen_without_stopping(candidates, valset):
+    """The candidate random search would choose if it scored every one on the whole valset."""
+    scores = [evaluate(c.program, valset, IRIS.metric, split="val").score for c in candidates]
+    return candidates[scores.index(max(scores))]
+
+
+@pytest.mark.parametrize("script", [lost_with_demos, iris_script], ids=["first-is-best", "later-is-best"])
+def test_random_search_stops_scoring_hopeless_candidates_and_chooses_the_same(script):
+    calls = Scores()
+    search = BootstrapFewShotWithRandomSearch(IRIS.metric, num_candidates=3, seed=0)
+    with recording(calls):
+        best = search.compile(program_on(script), trainset=SPLITS.train, valset=LARGE.val)
+    chosen = chosen_without_stopping(search.candidates, LARGE.val)
+    assert best is chosen.program and chosen.score is not None and chosen.scored == 48
+    stopped = [c for c in search.candidates if c.score is None]
+    assert calls.examples["val"] == sum(c.scored for c in search.candidates)
+    assert all(c.scored < 48 and c.ceiling <= chosen.score for c in stopped)
+    if script is lost_with_demos:  # every candidate after zero-shot fails its first 16 examples
+        first, *later = search.candidates
+        assert first.scored == 48 and first.score > 32 / 48
+        assert [(c.scored, c.ceiling) for c in later] == [(16, 32 / 48)] * 5
+        full = sum(len(r.calls) for c in search.candidates
+                   for r in evaluate(c.program, LARGE.val, IRIS.metric, split="val").results)
+        assert calls.calls["val"] < full / 2
+
+
+def test_bootstrap_stops_the_teacher_once_every_predictor_has_its_demos():
+    def demos_and_calls(threads):
+        script, calls = counting(iris_script)
+        program = BootstrapFewShot(IRIS.metric, max_bootstrapped_demos=3, max_labeled_demos=4,
+                                   threads=threads).compile(program_on(script), trainset=LARGE.train)
+        return program.classify.demos, len(calls)
+    early, calls = demos_and_calls(16)
+    whole, all_calls = demos_and_calls(48)  # one chunk: the teacher runs on every example
+    assert early == whole and sum("reasoning" in d for d in early) == 3 and len(early) == 4
+    assert calls == 16 and all_calls == 48
+
+
+def test_bootstrap_without_bootstrapped_demos_runs_no_teacher():
+    script, calls = counting(iris_script)
+    program = BootstrapFewShot(IRIS.metric, max_bootstrapped_demos=0, max_labeled_demos=3).compile(
+        program_on(script), trainset=SPLITS.train)
+    assert calls == [] and len(program.classify.demos) == 3
+    assert program.classify.demos == LabeledFewShot(3, seed=0).compile(
+        program_on(script), trainset=SPLITS.train).classify.demos
 
 
 def test_finetune_trains_on_passing_traces_and_rebinds_the_lm(student, tmp_path):
