@@ -37,6 +37,14 @@ class Completion:
     completion_tokens: int
     latency_s: float  # wall time of the batch this call rode in (0 for a cache hit)
     cached: bool = False
+    # Prompt tokens the model prefilled for this call: fewer than prompt_tokens (those sent) when a
+    # shared prefix was computed once for its batch (counted on the batch's first call) or kept from
+    # the last batch; 0 for a cache hit. None: all of prompt_tokens. The LM-call cache never stores it.
+    computed_prompt_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.computed_prompt_tokens is None:
+            self.computed_prompt_tokens = self.prompt_tokens
 
 
 @dataclass
@@ -129,12 +137,13 @@ def joined(first: Completion, turn: str, more: Completion) -> Completion:
     """A continued call as one: the whole assistant turn, both calls' tokens and time."""
     return Completion(turn + more.text, first.prompt_tokens + more.prompt_tokens,
                       first.completion_tokens + more.completion_tokens, first.latency_s + more.latency_s,
-                      cached=first.cached and more.cached)
+                      cached=first.cached and more.cached,
+                      computed_prompt_tokens=first.computed_prompt_tokens + more.computed_prompt_tokens)
 
 
 def _as_hit(completion: Completion) -> Completion:
     return Completion(completion.text, completion.prompt_tokens, completion.completion_tokens,
-                      0.0, cached=True)
+                      0.0, cached=True, computed_prompt_tokens=0)
 
 
 def adapter_fingerprint(adapter_path: str | None) -> str:

@@ -34,7 +34,7 @@ class LMCache:
         return {key: Completion(**json.loads(value)) for key, value in rows}
 
     def put_many(self, entries: dict[str, Completion]) -> None:
-        rows = [(k, json.dumps(asdict(c))) for k, c in entries.items()]
+        rows = [(k, json.dumps(_stored(c))) for k, c in entries.items()]
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", rows)
             self._db.commit()
@@ -42,3 +42,8 @@ class LMCache:
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+
+def _stored(completion: Completion) -> dict:
+    """What a hit needs: a hit computes no prompt token, and entries stay readable by older code."""
+    return {k: v for k, v in asdict(completion).items() if k != "computed_prompt_tokens"}

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from transformers.utils import logging as transformers_logging
 
 from bt_core.adapter import field_closed, truncate_after_field
+from bt_core.lm import prefix
 from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint,
                              chat_prompt, prefill)
 from bt_core.lm.lora import LoraConfig, train_lora
@@ -105,22 +106,23 @@ class HFLM(LM):
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         tok = self.tokenizer
-        texts = [chat_prompt(tok, m) for m in batch]
+        rows = tok([chat_prompt(tok, m) for m in batch], add_special_tokens=False).input_ids
         prefills = [prefill(m) for m in batch]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device())
-        width = enc.input_ids.shape[1]
-        stop = _FieldStop(tok, width, params.stop_after_field, prefills) if params.stop_after_field else None
         sampling = {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         with _lock, torch.inference_mode():
             follow_threads()
+            model = self.model()
             start = time.perf_counter()
-            out = self.model().generate(
-                **enc, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
+            inputs, computed = _inputs(model, tok, rows)
+            width = inputs["input_ids"].shape[1]
+            stop = _FieldStop(tok, width, params.stop_after_field, prefills) if params.stop_after_field else None
+            out = model.generate(
+                **inputs, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **sampling)
             latency = time.perf_counter() - start
-        return [finish(tok, tok.decode(row, skip_special_tokens=True), int(prompt_mask.sum()), latency, params, p)
-                for row, prompt_mask, p in zip(out[:, width:], enc.attention_mask, prefills)]
+        return [finish(tok, tok.decode(row, skip_special_tokens=True), len(ids), latency, params, p, n)
+                for row, ids, p, n in zip(out[:, width:], rows, prefills, computed)]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
                       on_log: Callable[[int, float], None] | None = None,
@@ -130,14 +132,37 @@ class HFLM(LM):
 
 
 def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: SamplingParams,
-           prefill: str = "") -> Completion:
+           prefill: str = "", computed_prompt_tokens: int | None = None) -> Completion:
     """A generated text as a Completion: cut after the last field's line, tokens counted in what is kept.
 
     Shared by every backend that decodes real tokens, so their completions compare one to one.
     """
     if params.stop_after_field:
         text = truncate_after_field(text, params.stop_after_field, prefill)
-    return Completion(text, prompt_tokens, len(tokenizer(text, add_special_tokens=False).input_ids), latency)
+    return Completion(text, prompt_tokens, len(tokenizer(text, add_special_tokens=False).input_ids), latency,
+                      computed_prompt_tokens=computed_prompt_tokens)
+
+
+def _inputs(model: torch.nn.Module, tok, rows: list[list[int]]) -> tuple[dict, list[int]]:
+    """generate's inputs for these prompts and the prompt tokens each call computes: after the shared
+    prefix's cache when reusing it saves enough (see prefix.py), else one left-padded batch."""
+    shared = prefix.shared_prefix(rows)
+    saved = (len(rows) - 1) * shared + prefix.kept_for(model, rows[0][:shared])
+    if prefix.enabled() and saved >= prefix.MIN_SAVED and prefix.supports(model):
+        return _after_prefix(model, tok, rows, shared)
+    return dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device())), [len(r) for r in rows]
+
+
+def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: int) -> tuple[dict, list[int]]:
+    """[prefix | left pads | suffix] rows over the prefix's cache; generate prefills only the suffixes, and
+    the pads, masked, take no position. The prefix's computed tokens count on the first call."""
+    cache, prefix_computed = prefix.prefix_cache(model, rows[0][:shared], len(rows))
+    suffixes = tok.pad({"input_ids": [r[shared:] for r in rows]}, return_tensors="pt").to(device())
+    head = torch.tensor([rows[0][:shared]], device=device()).expand(len(rows), -1)
+    inputs = {"input_ids": torch.cat([head, suffixes.input_ids], dim=1),
+              "attention_mask": torch.cat([torch.ones_like(head), suffixes.attention_mask], dim=1),
+              "past_key_values": cache}
+    return inputs, [len(r) - shared + (prefix_computed if i == 0 else 0) for i, r in enumerate(rows)]
 
 
 class _FieldStop(StoppingCriteria):
