@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list runs").set_defaults(handler=cmd_list)
     show = sub.add_parser("show", help="show a run's steps and scores")
     show.add_argument("run_id", type=int)
+    show.add_argument("--profile", action="store_true",
+                      help="also what each step cost: time, LM calls, tokens computed, FLOP rate, peak memory")
     show.set_defaults(handler=cmd_show)
     export = sub.add_parser("export", help="write program.json and the PEFT adapter of a run")
     export.add_argument("run_id", type=int)
@@ -193,7 +195,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  error: {run.error}")
         if run.finished_at and run.started_at:
             print(f"  wall time {(run.finished_at - run.started_at).total_seconds():.0f}s")
+    if getattr(args, "profile", False):
+        _print_profile(sessions, run.id)
     return 0
+
+
+def _print_profile(sessions: sessionmaker[Session], run_id: int) -> None:
+    from bt_core.profile import ceiling_note, profile_table
+
+    profile = queries.step_profile(sessions, run_id)
+    print(textwrap.indent(profile_table(profile).to_string(index=False), "  "))
+    print(f"  {ceiling_note(profile)}")
 
 
 def _print_test_interval(sessions: sessionmaker[Session], run_id: int) -> None:

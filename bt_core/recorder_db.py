@@ -102,7 +102,8 @@ class RunRecorder(Recorder):
                 "messages": call.messages, "completion": call.completion.text, "parsed": call.outputs,
                 "parse_error": call.parse_error, "prompt_tokens": call.completion.prompt_tokens,
                 "completion_tokens": call.completion.completion_tokens,
-                "latency_ms": call.completion.latency_s * 1000, "cache_hit": call.completion.cached}
+                "latency_ms": call.completion.latency_s * 1000, "cache_hit": call.completion.cached,
+                "computed_prompt_tokens": call.completion.computed_prompt_tokens}
 
     def training_loss(self, step: int, loss: float) -> None:
         self.progress(f"LoRA step {step}, loss {loss:.4f}")

@@ -27,6 +27,7 @@ from bt_core.lm.base import LM
 from bt_core.modules import Module
 from bt_core.optimizers import BetterTogether, BootstrapFewShotWithRandomSearch, BootstrapFinetune
 from bt_core.optimizers.better_together import Optimizer
+from bt_core.profile import matmul_gflops, peak_memory_mb, reset_peak_memory
 from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
 from bt_core.tasks import Splits, Task, get_task
@@ -79,6 +80,7 @@ def execute_run(lease: Lease) -> None:
     sizes = config.sizes
     splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
     lm = load_lm(config.model, config.backend, config.threads, config.lora_config().rank)
+    _record_machine(lease, lm)
     program = task.program()
     program.set_lm(lm)
     optimizer = BetterTogether(task.metric, build_optimizers(config, task, attempt_dir(lease)),
@@ -91,6 +93,7 @@ def execute_run(lease: Lease) -> None:
             continue
         step_id = _start_step(lease, step.index, step.kind, step.label, len(steps))
         recorder = RunRecorder(lease, step_id, step.label)
+        reset_peak_memory()
         try:
             with recording(recorder):
                 program = step.apply(program)
@@ -101,6 +104,14 @@ def execute_run(lease: Lease) -> None:
             _fail_step(lease, step_id, exc)
             raise
         _finish_step(lease, step_id, program, scores)
+
+
+def _record_machine(lease: Lease, lm: LM) -> None:
+    """What the run profile reads its steps' FLOP rates against: the model's size and the matrix-
+    product rate this process reaches on its share of the cores, measured now (half a second)."""
+    values = {"model_params": lm.parameter_count(), "matmul_gflops": matmul_gflops(0.25)}
+    lease.write(lambda session: session.execute(update(Run).where(Run.id == lease.run_id).values(**values)),
+                what="run profile")
 
 
 def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, Optimizer]:
@@ -165,7 +176,7 @@ def _finish_step(lease: Lease, step_id: int, program: Module, scores: tuple[floa
         session.execute(update(Step).where(Step.id == step_id).values(
             status=StepStatus.done, program_state=program.dump_state(),
             adapter_path=lm.adapter_path if lm else None, val_score=val, test_score=test,
-            finished_at=utcnow()))
+            finished_at=utcnow(), peak_rss_mb=peak_memory_mb()))
         session.execute(update(Run).where(Run.id == lease.run_id).values(val_score=val, test_score=test))
     lease.write(finish, what="step end")
 

@@ -11,7 +11,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.limits import EXPERIMENT_NAME_MAX, MODEL_MAX, STRATEGY_COLUMN
@@ -70,6 +70,8 @@ class Run(Base):
     # the run is still running under the attempt its writer claimed (bt_core/lease.py).
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cpu_threads: Mapped[int | None] = mapped_column(Integer)  # the model's threads in its latest attempt (bt_core/cores.py)
+    model_params: Mapped[int | None] = mapped_column(BigInteger)  # for the steps' FLOP rates (bt_core/profile.py)
+    matmul_gflops: Mapped[float | None] = mapped_column(Float)  # the fp32 ceiling its process measured
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock, UTC
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -99,6 +101,7 @@ class Step(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    peak_rss_mb: Mapped[float | None] = mapped_column(Float)  # the process's peak memory during the step
     run: Mapped[Run] = relationship(back_populates="steps")
 
 
@@ -159,6 +162,7 @@ class Trace(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     cache_hit: Mapped[bool] = mapped_column(Boolean)
+    computed_prompt_tokens: Mapped[int | None] = mapped_column(Integer)  # prefilled: less with a reused prefix
 
 
 class Training(Base):

@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from bt_core.export import adapter_files, adapter_folder, program_document
-
 from bt_core.experiments import delete_run, request_cancel, retry_run
+from bt_core.export import adapter_files, adapter_folder, program_document
+from bt_core.profile import ceiling_note, profile_table
 from db import queries
 from db.session import artifacts_root
 from ui.charts import loss_curves, step_timeline
@@ -42,10 +42,12 @@ def _panel(db: Sessions, run_id: int, live: bool) -> None:
     if info is None or (live and info["status"] not in ACTIVE):
         st.rerun()
     _header(db, info)
-    steps_tab, training_tab, candidates_tab, export_tab = st.tabs(
-        ["Steps", "Training", "Candidates", "Config & export"])
+    steps_tab, profile_tab, training_tab, candidates_tab, export_tab = st.tabs(
+        ["Steps", "Profile", "Training", "Candidates", "Config & export"])
     with steps_tab:
         _steps(db, run_id)
+    with profile_tab:
+        _profile(db, run_id)
     with training_tab:
         _training(db, run_id)
     with candidates_tab:
@@ -114,6 +116,16 @@ def _steps(db: Sessions, run_id: int) -> None:
     if best := queries.best_on_validation(db, run_id):
         st.caption(f"The run's result is its final step's program (as the paper's Table 1 reports); best on "
                    f"validation: step {best['index']} ({best['label'] or best['kind']}, val {percent(best['val_score'])}%).")
+
+
+def _profile(db: Sessions, run_id: int) -> None:
+    """What `python -m bt_core show RUN --profile` prints."""
+    profile = queries.step_profile(db, run_id)
+    if profile.empty:
+        st.info("No step has started yet.")
+        return
+    st.dataframe(profile_table(profile), hide_index=True)
+    st.caption(ceiling_note(profile))
 
 
 def _training(db: Sessions, run_id: int) -> None:

@@ -89,6 +89,10 @@ class LM(ABC):
         """Fine-tune a LoRA adapter of the base model on chat conversations (loss on the last
         assistant turn), from `start_adapter`'s weights when given, else from a fresh adapter."""
 
+    def parameter_count(self) -> int | None:
+        """The model's parameters, for a run profile's FLOP rates; None where the backend cannot tell cheaply."""
+        return None
+
     @property
     def identity(self) -> str:
         """What the cache keys on: the backend, the model and the adapter's content, not its path."""

@@ -101,6 +101,9 @@ class HFLM(LM):
             return load_base(self.spec)[0]
         return merged(self.spec, self.adapter_path)
 
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in load_base(self.spec)[0].parameters())
+
     def with_adapter(self, adapter_path: str | None) -> HFLM:
         return HFLM(self.spec, adapter_path, cache=self.cache, max_batch_size=self.max_batch_size)
 

@@ -75,6 +75,10 @@ def test_cli_show_list_and_export(filled_db, tmp_path):
     assert shown.returncode == 0 and "p -> w -> p" in shown.stdout and "test" in shown.stdout
     listed = bt("--db", filled_db, "list")
     assert listed.stdout.count("done") == 3
+    assert "prompt tokens sent" not in shown.stdout
+    profiled = bt("--db", filled_db, "show", str(run.id), "--profile")
+    assert profiled.returncode == 0 and "prompt tokens sent" in profiled.stdout
+    assert "ceiling" in profiled.stdout and "model 134.5M parameters" in profiled.stdout
     exported = bt("--db", filled_db, "export", str(run.id), str(tmp_path / "out"))
     assert exported.returncode == 0, exported.stderr
     program = json.loads((tmp_path / "out" / "program.json").read_text())

@@ -139,9 +139,14 @@ def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
     assert table["worker"].str.startswith(f"{socket.gethostname()}:").all()  # the machine that ran each
     text = shown_text(app)
     assert f"Run #{runs['p -> w -> p']} · p -> w -> p" in text
-    assert [t.label for t in app.tabs] == ["Steps", "Training", "Candidates", "Config & export"]
+    assert [t.label for t in app.tabs] == ["Steps", "Profile", "Training", "Candidates", "Config & export"]
     steps = next(d.value for d in app.dataframe if "kind" in d.value.columns)
     assert list(steps["label"]) == ["vanilla", "p", "p -> w", "p -> w -> p"]
+    profile = next(d.value for d in app.dataframe if "prompt tokens sent" in d.value.columns)
+    assert list(profile["step"]) == ["0 vanilla", "1 p", "2 p -> w", "3 p -> w -> p"]
+    assert profile["GFLOP/s (of ceiling)"].str.fullmatch(r"\d+ \(\d+%\)").all()  # the real worker measured both
+    assert profile["peak memory"].str.fullmatch(r"\d+\.\d GB").all()
+    assert "model 134.5M parameters" in shown_text(app)
     assert any(job["losses"] for job in queries.trainings(session_factory(filled_db), runs["p -> w -> p"]))
     assert {b.label for b in app.get("download_button")} >= {"Program JSON", "LoRA adapter (PEFT, zip)"}
 

@@ -53,7 +53,9 @@ def test_revision_1_is_the_models_without_the_columns_added_since(raw):
     assert sorted((diff[0], diff[2], diff[3].name) for diff in schema_differences(raw)) == [
         ("add_column", "programs", "val_ceiling"), ("add_column", "programs", "val_scored"),
         ("add_column", "programs", "val_size"), ("add_column", "runs", "attempt"),
-        ("add_column", "runs", "cpu_threads"), ("add_column", "trainings", "shortened"),
+        ("add_column", "runs", "cpu_threads"), ("add_column", "runs", "matmul_gflops"),
+        ("add_column", "runs", "model_params"), ("add_column", "steps", "peak_rss_mb"),
+        ("add_column", "traces", "computed_prompt_tokens"), ("add_column", "trainings", "shortened"),
         ("add_column", "trainings", "tokens_cut")]
 
 
@@ -62,7 +64,9 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_rows(raw, db_ur
     Base.metadata.create_all(raw)
     with raw.begin() as connection:  # create_all made no column later than runs.attempt
         for table, column in (("runs", "cpu_threads"), ("trainings", "shortened"), ("trainings", "tokens_cut"),
-                              ("programs", "val_scored"), ("programs", "val_size"), ("programs", "val_ceiling")):
+                              ("programs", "val_scored"), ("programs", "val_size"), ("programs", "val_ceiling"),
+                              ("traces", "computed_prompt_tokens"), ("steps", "peak_rss_mb"),
+                              ("runs", "model_params"), ("runs", "matmul_gflops")):
             connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         if not with_attempt:
             connection.execute(text("ALTER TABLE runs DROP COLUMN attempt"))
