@@ -114,3 +114,15 @@ def test_cache_hits_cost_nothing_and_key_on_adapter_content(tmp_path):
     retrained.generate(batch, SamplingParams())
     assert retrained.batches == [2]  # same path, new content: no stale hit
     assert len(cache) == 6
+
+
+def test_computed_prompt_tokens_default_to_those_sent_and_a_hit_computes_none(tmp_path):
+    """The cache stores entries as before the field existed, so older code still reads them."""
+    cache = LMCache(tmp_path / "cache.sqlite")
+    lm = ScriptedLM(echo, cache=cache)
+    batch = [[{"role": "user", "content": "hi there"}]]
+    (first,) = lm.generate(batch, SamplingParams())
+    (again,) = lm.generate(batch, SamplingParams())
+    assert first.computed_prompt_tokens == first.prompt_tokens > 0 and again.computed_prompt_tokens == 0
+    (stored,) = cache._db.execute("SELECT value FROM calls").fetchone()
+    assert "computed_prompt_tokens" not in json.loads(stored)
