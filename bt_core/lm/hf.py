@@ -41,7 +41,7 @@ def load_base(spec: ModelSpec):
         return _load_base(spec)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=1)  # one base model per process: a worker that moves to another model drops the last
 def _load_base(spec: ModelSpec):
     transformers_logging.set_verbosity_error()  # GGUF loading reports the tied lm_head as "missing"
     transformers_logging.disable_progress_bar()
@@ -78,7 +78,7 @@ def merged(spec: ModelSpec, adapter_path: str):
         return _merge(spec, adapter_path, adapter_fingerprint(adapter_path), base)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=1)  # at most one merged copy beside the base: each w step's adapter replaces the last
 def _merge(spec: ModelSpec, adapter_path: str, fingerprint: str, base: torch.nn.Module):
     from peft import PeftModel
 
