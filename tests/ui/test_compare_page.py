@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
+from db import queries
+from db.session import session_factory
 from tests.comparedb import build_compare_db
 from tests.ui.test_pages import shown_text, start
 
@@ -84,11 +86,14 @@ def test_real_smoke_runs_show_intervals_and_verdicts(filled_db, monkeypatch, dow
 
 
 def test_real_runs_of_two_seeds_pool_over_seeds_with_paired_intervals(filled_seeds_db, monkeypatch, downloads):
+    """The two seeds are two experiments: the user picks all their runs."""
     app = start(filled_seeds_db, monkeypatch, "compare")
+    app.segmented_control[0].set_value("Chosen runs").run()
+    app.multiselect[0].set_value(queries.runs_page(session_factory(filled_seeds_db))["id"].tolist()).run()
     grid = app.dataframe[0].value
     assert len(grid) == 1, "the two seeds' runs belong in one row"
-    assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d \[\d+\.\d, \d+\.\d\] 15×2( †)?", grid.at[0, s])
-               for s in ("vanilla", "p", "w", "p -> w -> p"))
+    cells = [grid.at[0, s] for s in ("vanilla", "p", "w", "p -> w -> p")]
+    assert all(re.fullmatch(r"\d+\.\d ± \d+\.\d \[\d+\.\d, \d+\.\d\] 15×2( †)?", c) for c in cells), cells
     deltas = app.dataframe[1].value
     assert (deltas["pairs"] == 30).all(), "each delta pairs 15 test examples under each of 2 seeds"
     assert set(deltas["verdict"]) <= {"distinguishable", "within noise"}
