@@ -24,7 +24,7 @@ from db.models import ExampleScore, Program, Run, Trace, Training
 if TYPE_CHECKING:
     from bt_core.evaluate import EvaluationResult, ExampleResult
     from bt_core.lm.base import TrainingLog
-    from bt_core.lm.lora import LoraConfig
+    from bt_core.lm.base import LoraConfig
     from bt_core.modules import Call, Module
 
 

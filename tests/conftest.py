@@ -43,8 +43,8 @@ def stop_vllm_engine():
     """Stop a vLLM engine a test module started: its memory goes back before the next module's
     worker processes start their own, and its shutdown logs while pytest still captures them."""
     yield
-    if "bt_core.lm.vllm" in sys.modules:
-        sys.modules["bt_core.lm.vllm"].close_engine()
+    if "bt_core.lm.vllm.backend" in sys.modules:
+        sys.modules["bt_core.lm.vllm.backend"].close_engine()
 
 
 def bt(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:

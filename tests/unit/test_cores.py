@@ -142,7 +142,7 @@ def test_bad_thread_counts_are_one_clear_error(value, monkeypatch):
 
 
 def test_each_share_names_its_own_cpus_and_vllm_is_pinned_to_them():
-    from bt_core.lm.vllm import cpu_binding
+    from bt_core.lm.vllm.backend import cpu_binding
 
     cores = machine_cores()
     first = take_cores(1)

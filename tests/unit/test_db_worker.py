@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bt_core.experiments import launch_experiment, request_cancel, retry_run
-from bt_core.lm.base import TrainingLog
-from bt_core.lm.lora import LoraConfig
+from bt_core.lm.base import LoraConfig, TrainingLog
 from bt_core.optimizers import BootstrapFewShotWithRandomSearch
 from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
