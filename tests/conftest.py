@@ -85,7 +85,7 @@ SMOKE_STRATEGIES = ["p", "w", "p -> w -> p"]
 def run_experiment(path: Path, tasks: list[str], strategies: list[str], seeds: tuple[int, ...] = (0,)) -> str:
     """SQLite URL of one smoke-budget experiment run to the end by a real
     `python -m bt_core worker --once` process with the real embedded model."""
-    from bt_core.experiments import launch_experiment
+    from bt_core.serve.queue import launch_experiment
     from db.session import session_factory
 
     url = f"sqlite:///{path}"

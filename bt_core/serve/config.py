@@ -21,7 +21,7 @@ from db.limits import MODEL_MAX, SEED_MAX, STRATEGY_MAX
 
 BudgetName = Literal["smoke", "default", "paper"]
 BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
-log = logging.getLogger("bt_core.config")
+log = logging.getLogger("bt_core.serve.config")
 
 
 LORA: dict[str, LoraConfig] = {

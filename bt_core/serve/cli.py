@@ -19,13 +19,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bt_core.cores import requested_threads
-from bt_core.export import adapter_files, adapter_folder, program_document
+from bt_core.serve.cores import requested_threads
+from bt_core.serve.export import adapter_files, adapter_folder, program_document
 from db import queries
 from db.limits import EXPERIMENT_NAME_MAX
 from db.models import Experiment, Run, RunStatus, Step, Training
 from db.session import DatabaseError, database_url, session_factory
-
 
 THREADS_HELP = ("threads for the model, held as this machine's core slots (default: BT_THREADS, else the cores "
                 "split among the workers alive here); a run waits while every core is held")
@@ -104,12 +103,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """In the foreground, but claimed and heartbeated like any worker's run: killed, it is
     re-queued once its heartbeat is stale and resumes on a worker; stopped (Ctrl-C, SIGTERM),
     it is handed back to the queue at once."""
-    from bt_core.config import resolve_config
-    from bt_core.cores import machine_cores
-    from bt_core.experiments import experiment_name, new_run
-    from bt_core.progress_view import ProgressView
     from bt_core.recording import watching
-    from bt_core.worker import claim_new, execute_claimed, registered, wait_for_cores
+    from bt_core.serve.config import resolve_config
+    from bt_core.serve.cores import machine_cores
+    from bt_core.serve.progress_view import ProgressView
+    from bt_core.serve.queue import experiment_name, new_run
+    from bt_core.serve.worker import claim_new, execute_claimed, registered, wait_for_cores
 
     config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
                             {"backend": args.backend})
@@ -135,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from bt_core.experiments import launch_experiment, parse_seeds, runs_of
+    from bt_core.serve.queue import launch_experiment, parse_seeds, runs_of
 
     seeds = parse_seeds(args.seeds)
     models = args.model or ["smollm2-135m"]
@@ -153,14 +152,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: deregister, hand back the run
     if args.executor == "ray":
-        from bt_core.ray_executor import RayOptions, serve_ray
+        from bt_core.serve.ray_executor import RayOptions, serve_ray
 
         serve_ray(database_url(args.db), RayOptions(args.address, args.cpus_per_run, args.gpus_per_run),
                   once=args.once)
         return 0
     if args.address:
         raise ValueError("--address is for --executor ray")
-    from bt_core.worker import serve
+    from bt_core.serve.worker import serve
 
     serve(_sessions(args), once=args.once)
     return 0
@@ -201,7 +200,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _print_profile(sessions: sessionmaker[Session], run_id: int) -> None:
-    from bt_core.profile import ceiling_note, profile_table
+    from bt_core.serve.profile import ceiling_note, profile_table
 
     profile = queries.step_profile(sessions, run_id)
     print(textwrap.indent(profile_table(profile).to_string(index=False), "  "))
@@ -254,6 +253,3 @@ def _get_run(session: Session, run_id: int) -> Run:
 def _pct(value: float | None) -> str:
     return "   -  " if value is None else f"{100 * value:5.1f}%"
 
-
-if __name__ == "__main__":
-    sys.exit(main())
