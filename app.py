@@ -16,8 +16,8 @@ import time
 import streamlit as st
 from sqlalchemy.engine import make_url
 
-from bt_core.cores import machine_cores
-from bt_core.worker import start_worker_process, worker_alive, workers_here
+from bt_core.serve.cores import machine_cores
+from bt_core.serve.queue import start_worker_process, worker_alive, workers_here
 from db import queries
 from db.session import DatabaseError, data_dir, database_url
 from ui.common import PAGES, STATUS_ICONS, Sessions, sessions

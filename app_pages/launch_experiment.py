@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from bt_core.config import BUDGETS, resolve_config
-from bt_core.experiments import launch_experiment, parse_seeds
 from bt_core.lm.models import EMBEDDED, REGISTRY, resolve_model
+from bt_core.serve.config import BUDGETS, resolve_config
+from bt_core.serve.queue import launch_experiment, parse_seeds
 from bt_core.stats import min_detectable_difference
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task, task_names

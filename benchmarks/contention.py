@@ -8,7 +8,7 @@ so the LM is cheap and the database is what the workers share, and starts K
 `python -m bt_core worker` processes (the URL in BT_DATABASE_URL, never on argv, as it may hold a
 password; each worker with its own log and LM-cache file, so the only database they contend on
 is the run database; no BT_THREADS or OMP_NUM_THREADS, so each takes the share of the machine's
-cores that bt_core/cores.py gives it, as users run them). A reader thread meanwhile refreshes
+cores that bt_core/serve/cores.py gives it, as users run them). A reader thread meanwhile refreshes
 the Runs and Traces pages' queries (db/queries.py) twice a second, as an open dashboard tab does. After `--seconds` (or once the
 queue is empty) everything stops and the phase reports:
 
@@ -55,7 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bt_core.experiments import MAX_SEEDS, launch_experiment  # noqa: E402
+from bt_core.serve.queue import MAX_SEEDS, launch_experiment  # noqa: E402
 from bt_core.strategy import parse_strategy  # noqa: E402
 from bt_core.tasks import get_task  # noqa: E402
 from db import queries  # noqa: E402

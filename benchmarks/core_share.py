@@ -5,7 +5,7 @@ served by a worker alone on the machine, then by one of two workers while the ot
 on another run (Iris `p -> w -> p` at the default budget, long enough to outlast it). Each
 phase has a fresh database and BT_HOME, and each worker its own cold LM cache, so every call is
 computed; nothing sets BT_THREADS or OMP_NUM_THREADS, so each worker takes the share
-bt_core/cores.py gives it. Prints both times, the ratio, and the threads each run recorded.
+bt_core/serve/cores.py gives it. Prints both times, the ratio, and the threads each run recorded.
 It refuses to print a ratio when the busy run ended before the timed one: then the two never
 shared the machine for the whole timed run.
 
@@ -27,8 +27,8 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bt_core.cores import machine_cores  # noqa: E402
-from bt_core.experiments import launch_experiment  # noqa: E402
+from bt_core.serve.cores import machine_cores  # noqa: E402
+from bt_core.serve.queue import launch_experiment  # noqa: E402
 from db.models import Run, RunStatus  # noqa: E402
 from db.queries import Sessions  # noqa: E402
 from db.session import session_factory  # noqa: E402

@@ -24,7 +24,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bt_core.experiments import launch_experiment  # noqa: E402
+from bt_core.serve.queue import launch_experiment  # noqa: E402
 from db.models import Run, RunStatus  # noqa: E402
 from db.session import get_engine, session_factory  # noqa: E402
 

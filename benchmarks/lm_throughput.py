@@ -27,9 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bt_core import adapter  # noqa: E402
-from bt_core.lm.base import LM, Completion, Messages, SamplingParams  # noqa: E402
+from bt_core.lm.base import LM, Completion, LoraConfig, Messages, SamplingParams  # noqa: E402
 from bt_core.lm.hf import HFLM  # noqa: E402
-from bt_core.lm.lora import LoraConfig  # noqa: E402
 from bt_core.lm.models import ModelSpec, resolve_model  # noqa: E402
 from bt_core.tasks import get_task  # noqa: E402
 
@@ -134,7 +133,7 @@ def main() -> None:
 def vllm_lm(spec: ModelSpec, calls: int) -> LM | None:
     if importlib.util.find_spec("vllm") is None:
         return None
-    from bt_core.lm.vllm import VLLMLM
+    from bt_core.lm.vllm.backend import VLLMLM
 
     return VLLMLM(spec, lora_rank=ADAPTER.rank, max_batch_size=calls)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bt_core.evaluate import evaluate  # noqa: E402
-from bt_core.experiments import launch_experiment  # noqa: E402
 from bt_core.lm.hf import HFLM, load_base  # noqa: E402
 from bt_core.lm.models import resolve_model  # noqa: E402
-from bt_core.recorder_db import RunRecorder  # noqa: E402
 from bt_core.recording import Count, recording  # noqa: E402
+from bt_core.serve.queue import launch_experiment  # noqa: E402
+from bt_core.serve.recording_db import RunRecorder  # noqa: E402
 from bt_core.tasks import get_task  # noqa: E402
 from db.models import Step  # noqa: E402
 from db.session import session_factory  # noqa: E402

@@ -2,8 +2,9 @@
 
 Format: the system message states the instructions and the fields; each demo is a prior
 user/assistant turn pair; the assistant answers with one `Label: value` line per output
-field. Generation stops once the last output field's line is complete, which keeps a small
-model from rambling past its answer and makes parsing a matter of finding labelled lines.
+field. Generation stops once the last output field's line is complete (bt_core/lm/stopping.py),
+which keeps a small model from rambling past its answer and makes parsing a matter of finding
+labelled lines.
 A turn that lacks a field is continued once with that field's label (see continue_turn).
 """
 
@@ -111,15 +112,3 @@ def _missing(signature: Signature, values: dict[str, str]) -> list[Field]:
 
 # `Label: value`, tolerating markdown bold and list bullets that small models add.
 _LABEL_LINE = re.compile(r"^\s*[-*#\s]*\**\s*([A-Za-z][A-Za-z _]*?)\s*\**\s*:\s*\**\s*(.*)$")
-
-
-def field_closed(text: str, label: str) -> bool:
-    """True once `label:` has a non-empty value followed by a line break."""
-    match = re.search(rf"(?:^|\n)[-*#\s]*\**{re.escape(label)}\**\s*:\**[ \t]*\S[^\n]*\n", text, re.I)
-    return match is not None
-
-
-def truncate_after_field(text: str, label: str, prefill: str = "") -> str:
-    """`text` cut right after `label`'s line, which may have begun in the turn's prefill."""
-    match = re.search(rf"(?:^|\n)[-*#\s]*\**{re.escape(label)}\**\s*:\**[ \t]*\S[^\n]*", prefill + text, re.I)
-    return text[: max(match.end() - len(prefill), 0)] if match else text

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     from bt_core.evaluate import EvaluationResult, ExampleResult
-    from bt_core.lm.base import TrainingLog
-    from bt_core.lm.lora import LoraConfig
+    from bt_core.lm.base import LoraConfig, TrainingLog
     from bt_core.modules import Module
 
 

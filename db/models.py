@@ -67,10 +67,10 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(200))  # host:pid of the claiming worker
     # The lease: every claim takes the next attempt, and a write for the run holds only while
-    # the run is still running under the attempt its writer claimed (bt_core/lease.py).
+    # the run is still running under the attempt its writer claimed (bt_core/serve/lease.py).
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    cpu_threads: Mapped[int | None] = mapped_column(Integer)  # the model's threads in its latest attempt (bt_core/cores.py)
-    model_params: Mapped[int | None] = mapped_column(BigInteger)  # for the steps' FLOP rates (bt_core/profile.py)
+    cpu_threads: Mapped[int | None] = mapped_column(Integer)  # the model's threads in its latest attempt (bt_core/serve/cores.py)
+    model_params: Mapped[int | None] = mapped_column(BigInteger)  # for the steps' FLOP rates (bt_core/serve/profile.py)
     matmul_gflops: Mapped[float | None] = mapped_column(Float)  # the fp32 ceiling its process measured
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock, UTC
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -39,8 +39,8 @@ print(f"gpu_check: {torch.cuda.get_device_name()}, torch {torch.__version__}")
 
 from sqlalchemy import select  # noqa: E402
 
+from bt_core.lm.base import LoraConfig  # noqa: E402
 from bt_core.lm.hf import HFLM, load_base, merged  # noqa: E402
-from bt_core.lm.lora import LoraConfig  # noqa: E402
 from bt_core.lm.models import resolve_model  # noqa: E402
 from db.models import Step  # noqa: E402
 from db.session import session_factory  # noqa: E402

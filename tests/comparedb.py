@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bt_core.config import resolve_config
-from bt_core.experiments import new_run
-from bt_core.strategy import format_strategy, parse_strategy
 from sqlalchemy.orm import Session
 
+from bt_core.serve.config import resolve_config
+from bt_core.serve.queue import new_run
+from bt_core.strategy import format_strategy, parse_strategy
 from db.models import ExampleScore, Experiment, Program, RunStatus, Step, StepStatus, Training
 from db.session import session_factory
 

@@ -43,8 +43,8 @@ def stop_vllm_engine():
     """Stop a vLLM engine a test module started: its memory goes back before the next module's
     worker processes start their own, and its shutdown logs while pytest still captures them."""
     yield
-    if "bt_core.lm.vllm" in sys.modules:
-        sys.modules["bt_core.lm.vllm"].close_engine()
+    if "bt_core.lm.vllm.backend" in sys.modules:
+        sys.modules["bt_core.lm.vllm.backend"].close_engine()
 
 
 def bt(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -85,7 +85,7 @@ SMOKE_STRATEGIES = ["p", "w", "p -> w -> p"]
 def run_experiment(path: Path, tasks: list[str], strategies: list[str], seeds: tuple[int, ...] = (0,)) -> str:
     """SQLite URL of one smoke-budget experiment run to the end by a real
     `python -m bt_core worker --once` process with the real embedded model."""
-    from bt_core.experiments import launch_experiment
+    from bt_core.serve.queue import launch_experiment
     from db.session import session_factory
 
     url = f"sqlite:///{path}"

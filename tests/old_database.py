@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bt_core.config import resolve_config
-from bt_core.export import artifacts_dir
+from bt_core.serve.config import resolve_config
+from bt_core.serve.export import artifacts_dir
 from db.migrate import upgrade
 
 FINISHED, UNFINISHED = 1, 2

@@ -47,7 +47,7 @@ def ray_cluster(extra_nodes: int = 0) -> Iterator[Cluster]:
 
 def _test_postgres_password() -> str | None:
     """The test server's password: its nodes read it as libpq does, for the password-less URL
-    that Ray tasks get (bt_core/ray_executor.py)."""
+    that Ray tasks get (bt_core/serve/ray_executor.py)."""
     from sqlalchemy.engine import make_url
 
     url = os.environ.get("BT_TEST_POSTGRES_URL")

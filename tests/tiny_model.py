@@ -26,7 +26,7 @@ MAX_POSITIONS = 8192  # the embedded model's context: a p step's few-shot prompt
 # are so small that a second OpenMP thread only adds synchronisation, and on a loaded 2-core
 # machine the spinning threads slow it down many times over (a smoke Iris p -> w -> p run:
 # 14 s against 8 s; decoding to max_new_tokens, 115 s against 22 s). BT_THREADS is the share a
-# worker asks of the machine's cores (bt_core/cores.py), which would otherwise be all of them.
+# worker asks of the machine's cores (bt_core/serve/cores.py), which would otherwise be all of them.
 TINY_MODEL_ENV = {"OMP_NUM_THREADS": "1", "BT_THREADS": "1"}
 
 

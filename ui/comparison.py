@@ -1,7 +1,7 @@
 """The Compare page's tables: strategies of like runs side by side, each number with its interval.
 
 Runs compare only within a group: same task, model, budget, backend and overridden settings
-(bt_core.config.overridden_settings), since a strategy that won with other settings says
+(bt_core.serve.config.overridden_settings), since a strategy that won with other settings says
 nothing about this one. A cell is a strategy's final-program test score over seeds; a delta
 pairs two strategies on the same seed's same test examples. No Streamlit here.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from bt_core.config import overridden_settings
+from bt_core.serve.config import overridden_settings
 from bt_core.stats import Delta, PairedScores, paired_delta, score_interval
 from ui.tables import strategy_order
 

@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from bt_core.experiments import delete_run, request_cancel, retry_run
-from bt_core.export import adapter_files, adapter_folder, program_document
-from bt_core.profile import ceiling_note, profile_table
+from bt_core.serve.export import adapter_files, adapter_folder, program_document
+from bt_core.serve.profile import ceiling_note, profile_table
+from bt_core.serve.queue import delete_run, request_cancel, retry_run
 from db import queries
 from db.session import artifacts_root
 from ui.charts import loss_curves, step_timeline

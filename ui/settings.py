@@ -10,8 +10,8 @@ from typing import Any
 
 import streamlit as st
 
-from bt_core.config import RunConfig
 from bt_core.lm.backends import BACKENDS
+from bt_core.serve.config import RunConfig
 
 
 def advanced_settings(defaults: RunConfig) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def _architectures(spec: ModelSpec) -> list[str]:
 def build_lm(backend: str, spec: ModelSpec, cache: LMCache | None, max_batch_size: int, lora_rank: int) -> LM:
     """The LM for a resolved backend; `lora_rank` bounds the adapters a vLLM engine will serve."""
     if backend == "vllm":
-        from bt_core.lm.vllm import VLLMLM
+        from bt_core.lm.vllm.backend import VLLMLM
 
         return VLLMLM(spec, lora_rank=lora_rank, cache=cache, max_batch_size=max_batch_size)
     from bt_core.lm.hf import HFLM

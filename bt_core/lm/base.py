@@ -12,13 +12,12 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from bt_core.lm.cache import LMCache
-    from bt_core.lm.lora import LoraConfig
 
 Messages = list[dict[str, str]]
 
@@ -27,7 +26,7 @@ Messages = list[dict[str, str]]
 class SamplingParams:
     max_new_tokens: int = 256  # hard cap on generated tokens per call
     temperature: float = 0.0  # 0 means greedy, which makes runs reproducible and cacheable
-    stop_after_field: str | None = None  # end once this `Label:` line is complete (see adapter)
+    stop_after_field: str | None = None  # end once this `Label:` line is complete (see stopping.py)
 
 
 @dataclass
@@ -45,6 +44,21 @@ class Completion:
     def __post_init__(self) -> None:
         if self.computed_prompt_tokens is None:
             self.computed_prompt_tokens = self.prompt_tokens
+
+
+@dataclass
+class LoraConfig:
+    """A LoRA job's settings; plain data, so the dashboard and the run config read it without torch."""
+
+    rank: int = 16  # LoRA rank r
+    alpha: int = 32  # scaling numerator; effective scale alpha / rank
+    dropout: float = 0.0  # LoRA dropout, 0 as in the paper
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    learning_rate: float = 3e-4  # far above the paper's 1e-5: a 135M model on CPU gets few steps
+    epochs: int = 3  # passes over the SFT data
+    batch_size: int = 4  # conversations per optimizer step
+    max_length: int = 1024  # tokens per conversation; longer ones are shortened in the middle
+    seed: int = 0  # shuffling and LoRA init
 
 
 @dataclass

@@ -19,12 +19,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.utils import logging as transformers_logging
 
-from bt_core.adapter import field_closed, truncate_after_field
 from bt_core.lm import prefix
-from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint,
-                             chat_prompt, prefill)
-from bt_core.lm.lora import LoraConfig, train_lora
+from bt_core.lm.base import (LM, Completion, LoraConfig, Messages, SamplingParams, TrainingLog,
+                             adapter_fingerprint, chat_prompt, prefill)
+from bt_core.lm.lora import train_lora
 from bt_core.lm.models import ModelSpec
+from bt_core.lm.stopping import field_closed, truncate_after_field
 from bt_core.lm.threads import follow_threads
 
 _lock = threading.Lock()  # one generate or train at a time per process, on the process's core share

@@ -14,13 +14,13 @@ import copy
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from bt_core.lm.base import Messages, TrainingLog
+from bt_core.lm.base import LoraConfig, Messages, TrainingLog
 from bt_core.lm.threads import follow_threads
 
 # Saving an adapter of a GGUF-loaded model, peft finds no config.json beside the weights and warns
@@ -28,19 +28,6 @@ from bt_core.lm.threads import follow_threads
 # the base's) and would break the CLI's progress lines.
 warnings.filterwarnings("ignore", message="Could not find a config file in .* - will assume that the vocabulary "
                                           "was not modified")
-
-
-@dataclass
-class LoraConfig:
-    rank: int = 16  # LoRA rank r
-    alpha: int = 32  # scaling numerator; effective scale alpha / rank
-    dropout: float = 0.0  # LoRA dropout, 0 as in the paper
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    learning_rate: float = 3e-4  # far above the paper's 1e-5: a 135M model on CPU gets few steps
-    epochs: int = 3  # passes over the SFT data
-    batch_size: int = 4  # conversations per optimizer step
-    max_length: int = 1024  # tokens per conversation; longer ones are shortened in the middle
-    seed: int = 0  # shuffling and LoRA init
 
 
 def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages], config: LoraConfig,

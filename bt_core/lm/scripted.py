@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from bt_core.adapter import truncate_after_field
-from bt_core.lm.base import LM, Completion, Messages, SamplingParams, TrainingLog, prefill
-from bt_core.lm.lora import LoraConfig
+from bt_core.lm.base import LM, Completion, LoraConfig, Messages, SamplingParams, TrainingLog, prefill
+from bt_core.lm.stopping import truncate_after_field
 
 # script(messages, trained_on) -> completion text; trained_on is the adapter's conversations.
 Script = Callable[[Messages, list[Messages]], str]

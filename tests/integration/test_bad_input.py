@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bt_core.experiments import launch_experiment
+from bt_core.serve.queue import launch_experiment
 from db.session import get_engine, session_factory
 from tests.conftest import REPO, bt
 from tests.raycluster import ray_cluster
@@ -63,7 +63,7 @@ def test_vllm_backend_without_vllm(stored):
     """Where vLLM is not installed (its import blocked here), asking for it names the install."""
     url, path = stored
     before = digest(path)
-    blocked = "import sys; sys.modules['vllm'] = None; from bt_core.__main__ import main; sys.exit(main())"
+    blocked = "import sys; sys.modules['vllm'] = None; from bt_core.serve.cli import main; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", blocked, "--db", url, "run", "--task", "iris", "--backend", "vllm"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

@@ -13,9 +13,8 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from bt_core.cores import machine_cores
-from bt_core.experiments import launch_experiment
-from bt_core.worker import live_workers
+from bt_core.serve.cores import machine_cores
+from bt_core.serve.queue import launch_experiment, live_workers
 from db.models import Run, RunStatus, Worker
 from db.session import session_factory
 from tests.conftest import REPO, wait_for

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from bt_core.experiments import launch_experiment
+from bt_core.serve.queue import launch_experiment
 from bt_core.tasks import get_task
 from db.models import Run, RunStatus, Step, StepStatus, utcnow
 from db.session import session_factory

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bt_core.experiments import launch_experiment
+from bt_core.serve.queue import launch_experiment
 from db.models import Run, RunStatus, StepStatus, Trace, Worker
 from db.session import session_factory
 from tests.conftest import REPO, bt, wait_for
@@ -93,7 +93,7 @@ def test_a_run_whose_tasks_cannot_reach_the_database_fails_after_a_few_tries(clu
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from bt_core.ray_executor import START_TRIES
+    from bt_core.serve.ray_executor import START_TRIES
 
     role, password = f"bt_ray_stranger_{secrets.token_hex(4)}", secrets.token_hex(8)
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")

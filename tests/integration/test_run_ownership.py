@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bt_core.experiments import launch_experiment, request_cancel
+from bt_core.serve.queue import launch_experiment, request_cancel
 from db.models import ExampleScore, Run, RunStatus, Step, StepStatus, Training
 from db.session import session_factory
 from tests.conftest import wait_for

@@ -48,7 +48,7 @@ def test_the_engine_serves_the_run_adapter(vllm_run):
     from vllm import SamplingParams
 
     from bt_core.lm.models import resolve_model
-    from bt_core.lm.vllm import VLLMLM
+    from bt_core.lm.vllm.backend import VLLMLM
 
     with session_factory(vllm_run)() as session:
         step = session.scalar(select(Step).where(Step.kind == "w"))
@@ -67,7 +67,7 @@ def test_the_engine_dies_with_a_sigkilled_owner():
     """vLLM leaves stopping its engine to the owner; a SIGKILLed worker must not leave it running."""
     import psutil
 
-    script = ("from bt_core.lm.models import resolve_model\nfrom bt_core.lm.vllm import VLLMLM\n"
+    script = ("from bt_core.lm.models import resolve_model\nfrom bt_core.lm.vllm.backend import VLLMLM\n"
               "from bt_core.lm.base import SamplingParams\nimport time\n"
               "if __name__ == '__main__':\n"
               "    VLLMLM(resolve_model('smollm2-135m'), lora_rank=8).generate("

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bt_core.experiments import launch_experiment, request_cancel
+from bt_core.serve.queue import launch_experiment, request_cancel
 from db.models import Run, RunStatus, StepStatus
 from db.session import session_factory
 from tests.conftest import wait_for
@@ -70,7 +70,7 @@ def test_the_dashboards_worker_gets_no_password_on_its_command_line(postgres_url
     """`ps` shows every user's command lines: the URL travels in the worker's environment."""
     from sqlalchemy.engine import make_url
 
-    from bt_core.worker import start_worker_process
+    from bt_core.serve.queue import start_worker_process
 
     url = make_url(postgres_url)
     if not url.password:  # a trust-auth test server ignores it, which is all this test needs

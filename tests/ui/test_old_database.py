@@ -9,8 +9,8 @@ import pytest
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, select
 
-from bt_core.runner import run_to_end
-from bt_core.worker import claim
+from bt_core.serve.runner import run_to_end
+from bt_core.serve.worker import claim
 from db.migrate import head
 from db.models import Run, RunStatus, Step, StepStatus
 from db.session import get_engine, session_factory
@@ -63,13 +63,13 @@ def test_the_cli_shows_an_old_run(old_url):
 
 
 def test_an_old_unfinished_run_resumes_to_the_end(old_url, monkeypatch, caplog):
-    monkeypatch.setattr("bt_core.runner.load_lm", lambda *args: scripted_iris_lm())
+    monkeypatch.setattr("bt_core.serve.runner.load_lm", lambda *args: scripted_iris_lm())
     sessions = session_factory(old_url)
     with sessions() as session:
         step_0 = session.scalars(select(Step).where(Step.run_id == UNFINISHED)).one()
     lease = claim(sessions, "test:1", UNFINISHED)
     assert lease is not None and lease.attempt == 1
-    with caplog.at_level(logging.WARNING, logger="bt_core.config"):
+    with caplog.at_level(logging.WARNING, logger="bt_core.serve.config"):
         assert run_to_end(lease) == RunStatus.done
     assert "ignoring settings this version no longer has: temperature" in caplog.text
     with sessions() as session:

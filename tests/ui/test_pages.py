@@ -153,7 +153,7 @@ def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
 
 def test_runs_actions_cancel_retry_delete(db_copy, monkeypatch):
     db = session_factory(db_copy)
-    from bt_core.experiments import launch_experiment
+    from bt_core.serve.queue import launch_experiment
 
     launch_experiment(db, "to cancel", ["iris"], ["smollm2-135m"], ["p"], [0], "smoke")
     run_id = int(queries.runs_page(db, statuses=["queued"])["id"].iloc[0])
@@ -250,13 +250,13 @@ def test_prompts_show_instructions_demos_and_a_diff(filled_db, monkeypatch):
 
 def test_a_candidate_stopped_early_shows_how_far_it_got_not_a_score(tmp_path, monkeypatch):
     """A p step whose candidates after zero-shot fail their first 16 of 48 validation examples and stop."""
-    from bt_core.experiments import launch_experiment
     from bt_core.lm.scripted import ScriptedLM
     from bt_core.optimizers import BootstrapFewShotWithRandomSearch
-    from bt_core.recorder_db import RunRecorder
     from bt_core.recording import recording
+    from bt_core.serve.queue import launch_experiment
+    from bt_core.serve.recording_db import RunRecorder
+    from bt_core.serve.worker import claim
     from bt_core.tasks import get_task
-    from bt_core.worker import claim
     from db.models import Run, RunStatus, Step
     from tests.scripted import lost_with_demos
 
@@ -295,9 +295,9 @@ def test_no_page_renders_raw_html():
 
 def test_a_failed_run_shows_its_error(db_copy, monkeypatch, tmp_path):
     """A corrupt model folder passes the name check at launch and fails when the run loads it."""
-    from bt_core.experiments import launch_experiment
-    from bt_core.runner import run_to_end
-    from bt_core.worker import claim
+    from bt_core.serve.queue import launch_experiment
+    from bt_core.serve.runner import run_to_end
+    from bt_core.serve.worker import claim
     from db.models import RunStatus
 
     broken = tmp_path / "broken-model"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from bt_core.serve.queue import parse_seeds
 from bt_core.tasks import get_task
-from bt_core.experiments import parse_seeds
 from ui.tables import example_matrix, filter_examples, lm_calls, program_diff, program_text, strategy_order
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bt_core.config import resolve_config
 from bt_core.lm import backends
+from bt_core.serve.config import resolve_config
 
 
 @pytest.fixture

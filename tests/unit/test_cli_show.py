@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scipy import stats
 
-from bt_core.__main__ import main
+from bt_core.serve.cli import main
 from db import queries
 from db.session import session_factory
 from tests.comparedb import PASSING, TEST, build_compare_db

@@ -7,7 +7,8 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bt_core.lm.lora import LoraConfig, train_lora
+from bt_core.lm.base import LoraConfig
+from bt_core.lm.lora import train_lora
 from bt_core.optimizers import BootstrapFewShot, BootstrapFinetune
 from bt_core.tasks import get_task
 from tests.scripted import scripted_iris_lm

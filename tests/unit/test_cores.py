@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bt_core.cores import fair_share, machine_cores, requested_threads, take_cores
-from bt_core.experiments import launch_experiment
-from bt_core.worker import claim, take_share, worker_id
+from bt_core.serve.cores import fair_share, machine_cores, requested_threads, take_cores
+from bt_core.serve.queue import launch_experiment
+from bt_core.serve.worker import claim, take_share, worker_id
 from db.session import session_factory
 from tests.conftest import REPO
 
@@ -83,7 +83,7 @@ def holder() -> Iterator[subprocess.Popen]:
     """Another process of this host, holding every core slot."""
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import time
-        from bt_core.cores import machine_cores, take_cores
+        from bt_core.serve.cores import machine_cores, take_cores
         share = take_cores(machine_cores())  # held while referenced
         print(share.threads, flush=True)
         time.sleep(600)
@@ -142,7 +142,7 @@ def test_bad_thread_counts_are_one_clear_error(value, monkeypatch):
 
 
 def test_each_share_names_its_own_cpus_and_vllm_is_pinned_to_them():
-    from bt_core.lm.vllm import cpu_binding
+    from bt_core.lm.vllm.backend import cpu_binding
 
     cores = machine_cores()
     first = take_cores(1)

@@ -7,19 +7,18 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from bt_core.experiments import launch_experiment, request_cancel, retry_run
-from bt_core.lm.base import TrainingLog
-from bt_core.lm.lora import LoraConfig
+from bt_core.lm.base import LoraConfig, TrainingLog
+from bt_core.lm.scripted import ScriptedLM
 from bt_core.optimizers import BootstrapFewShotWithRandomSearch
-from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
+from bt_core.serve.lease import Lease, LeaseLost
+from bt_core.serve.queue import launch_experiment, request_cancel, retry_run
+from bt_core.serve.recording_db import RunRecorder
+from bt_core.serve.worker import claim, requeue_stale
 from bt_core.tasks import get_task
-from bt_core.lease import Lease, LeaseLost
-from bt_core.worker import claim, requeue_stale
 from db.clock import database_now
 from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, Training
 from db.session import session_factory
-from bt_core.lm.scripted import ScriptedLM
 from tests.scripted import lost_with_demos, scripted_iris_lm
 
 

@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 from sqlalchemy import func, select, update
 
-from bt_core.experiments import launch_experiment, parse_seeds
+from bt_core.serve.queue import launch_experiment, parse_seeds
 from db.limits import EXPERIMENT_NAME_MAX, MAX_SEEDS, MODEL_MAX, SEED_MAX, STRATEGY_COLUMN, STRATEGY_MAX
 from db.models import Experiment, Run, Step
 from db.session import session_factory

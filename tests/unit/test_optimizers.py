@@ -5,7 +5,7 @@ import pytest
 from bt_core.evaluate import evaluate
 from bt_core.optimizers import (BetterTogether, BootstrapFewShot, BootstrapFewShotWithRandomSearch,
                                 BootstrapFinetune, LabeledFewShot)
-from bt_core.lm.lora import LoraConfig
+from bt_core.lm.base import LoraConfig
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import SOURCE, example_id
 from bt_core.recording import Recorder, recording

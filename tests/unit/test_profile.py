@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from bt_core.config import resolve_config
-from bt_core.experiments import new_run
-from bt_core.profile import matmul_gflops, peak_memory_mb, profile_table, reset_peak_memory
+from bt_core.serve.config import resolve_config
+from bt_core.serve.profile import matmul_gflops, peak_memory_mb, profile_table, reset_peak_memory
+from bt_core.serve.queue import new_run
 from db import queries
 from db.models import Experiment, Program, RunStatus, Step, StepStatus, Trace, Training
 from db.session import session_factory

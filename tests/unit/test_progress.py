@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bt_core.progress_view import ProgressView
 from bt_core.recording import Count
+from bt_core.serve.progress_view import ProgressView
 from tests.conftest import REPO, bt
 from tests.tiny_model import TINY_MODEL_ENV
 

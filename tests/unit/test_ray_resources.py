@@ -1,6 +1,6 @@
 """What a run reserves on a Ray cluster: CPUs for the embedded model, a GPU for any other."""
 
-from bt_core.ray_executor import RayOptions, resources
+from bt_core.serve.ray_executor import RayOptions, resources
 
 
 def test_the_embedded_model_takes_cpus_and_any_other_model_a_gpu():
@@ -11,7 +11,7 @@ def test_the_embedded_model_takes_cpus_and_any_other_model_a_gpu():
 
 
 def test_no_database_password_travels_through_ray(monkeypatch):
-    from bt_core.ray_executor import _forwarded_env, _without_password, node_database_url
+    from bt_core.serve.ray_executor import _forwarded_env, _without_password, node_database_url
 
     url = "postgresql+psycopg://bt:s3cret@db.example:5432/bt"
     monkeypatch.setenv("BT_DATABASE_URL", url)

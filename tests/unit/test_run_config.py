@@ -8,7 +8,7 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from bt_core.config import RunConfig, resolve_config
+from bt_core.serve.config import RunConfig, resolve_config
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def stored() -> dict:
 
 
 def test_the_current_config_round_trips(stored, caplog):
-    with caplog.at_level(logging.WARNING, logger="bt_core.config"):
+    with caplog.at_level(logging.WARNING, logger="bt_core.serve.config"):
         assert RunConfig.from_stored(stored).model_dump() == stored
     assert caplog.records == []
 
@@ -26,7 +26,7 @@ def test_removed_settings_are_dropped_with_a_warning_naming_them(stored, caplog)
     old = {**stored, "temperature": 0.7, "lora": {**stored["lora"], "warmup_steps": 10}}
     with pytest.raises(ValidationError):
         RunConfig(**old)
-    with caplog.at_level(logging.WARNING, logger="bt_core.config"):
+    with caplog.at_level(logging.WARNING, logger="bt_core.serve.config"):
         config = RunConfig.from_stored(old)
     assert config.model_dump() == stored
     assert config.lora_config().rank == stored["lora"]["rank"]

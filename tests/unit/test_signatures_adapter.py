@@ -2,6 +2,7 @@ import pytest
 
 from bt_core import adapter
 from bt_core.adapter import ParseError
+from bt_core.lm.stopping import field_closed, truncate_after_field
 from bt_core.signatures import Field, Signature
 
 SIG = Signature.parse("question, context -> reasoning, answer", instructions="Answer briefly.")
@@ -47,10 +48,10 @@ def test_parse_failure_is_a_parse_error(completion):
 
 
 def test_stop_condition_waits_for_the_end_of_the_last_field_line():
-    assert not adapter.field_closed("Reasoning: x\nAnswer: 4", "Answer")
-    assert adapter.field_closed("Reasoning: x\nAnswer: 4\n", "Answer")
-    assert not adapter.field_closed("Answer:\n", "Answer")
-    assert adapter.truncate_after_field("Answer: 4\nQuestion: more", "Answer") == "Answer: 4"
+    assert not field_closed("Reasoning: x\nAnswer: 4", "Answer")
+    assert field_closed("Reasoning: x\nAnswer: 4\n", "Answer")
+    assert not field_closed("Answer:\n", "Answer")
+    assert truncate_after_field("Answer: 4\nQuestion: more", "Answer") == "Answer: 4"
 
 
 @pytest.mark.parametrize("completion, turn", [
@@ -65,9 +66,9 @@ def test_a_turn_missing_a_field_continues_at_its_label(completion, turn):
 
 def test_the_stop_condition_sees_a_continued_turn():
     prefill = "The answer is six.\nAnswer:"
-    assert adapter.field_closed(prefill + " 6\n", "Answer") and not adapter.field_closed(prefill, "Answer")
-    assert adapter.truncate_after_field(" 6\nQuestion: more", "Answer", prefill) == " 6"
-    assert adapter.truncate_after_field("\nQuestion: more", "Answer", "Answer: 6") == ""
+    assert field_closed(prefill + " 6\n", "Answer") and not field_closed(prefill, "Answer")
+    assert truncate_after_field(" 6\nQuestion: more", "Answer", prefill) == " 6"
+    assert truncate_after_field("\nQuestion: more", "Answer", "Answer: 6") == ""
 
 
 def test_field_labels():

@@ -2,7 +2,7 @@
 
 vLLM's stop strings cannot say "a `Label:` line with a value, then a line break", so a
 per-request logits processor checks the decoded output with the same test as the
-transformers backend (adapter.field_closed) and forces end-of-sequence once it holds. It runs
+transformers backend (stopping.field_closed) and forces end-of-sequence once it holds. It runs
 inside vLLM's engine process; the request carries the label, and the start of a continued
 assistant turn, in SamplingParams.extra_args.
 """
@@ -15,8 +15,8 @@ import torch
 from transformers import AutoTokenizer
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from bt_core.adapter import field_closed
-from bt_core.lm.vllm_guard import watch_owner
+from bt_core.lm.stopping import field_closed
+from bt_core.lm.vllm.guard import watch_owner
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -32,7 +32,7 @@ class FieldStop(AdapterLogitsProcessor):
         self.tokenizer = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
         self.eos = self.tokenizer.eos_token_id
         self._breaks: dict[int, bool] = {}  # token id -> its text holds a line break
-        watch_owner()  # the only code of ours that runs in vLLM's processes: see vllm_guard
+        watch_owner()  # the only code of ours that runs in vLLM's processes: see guard.py
 
     def is_argmax_invariant(self) -> bool:
         return False  # it changes which token wins

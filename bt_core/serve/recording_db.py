@@ -2,7 +2,7 @@
 
 Evaluation results arrive a chunk at a time and are written in one transaction each, with
 bulk inserts, so recording costs a few milliseconds per chunk against seconds of generation.
-Every write goes through the run's lease (bt_core/lease.py), so a worker that lost its run
+Every write goes through the run's lease (bt_core/serve/lease.py), so a worker that lost its run
 writes nothing more. The recorder is also where cancellation is noticed: every progress
 report reads the flag.
 """
@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from bt_core.lease import Lease
 from bt_core.recording import Count, Recorder, RunCancelled, progress_listener
+from bt_core.serve.lease import Lease
 from db.models import ExampleScore, Program, Run, Trace, Training
 
 if TYPE_CHECKING:
     from bt_core.evaluate import EvaluationResult, ExampleResult
-    from bt_core.lm.base import TrainingLog
-    from bt_core.lm.lora import LoraConfig
+    from bt_core.lm.base import LoraConfig, TrainingLog
     from bt_core.modules import Call, Module
 
 

@@ -2,7 +2,7 @@
 
 A job is a row: claiming is one atomic UPDATE of a queued row that takes the run's next
 attempt, so two workers never take the same run, and every later write for the run is fenced
-by that attempt (bt_core/lease.py). A heartbeat thread stamps the worker and its run with the
+by that attempt (bt_core/serve/lease.py). A heartbeat thread stamps the worker and its run with the
 database's clock; a run whose stamp is older than BT_STALE_AFTER_S is re-queued by any live
 worker (or cancelled, if a cancel was asked meanwhile) and resumes at its first unfinished step.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,21 +19,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bt_core.cores import CoreShare, fair_share, machine_cores, take_cores, use_threads
-from bt_core.lease import Lease, LeaseLost, stale_after_s
-from bt_core.runner import run_to_end
+from bt_core.serve.cores import CoreShare, fair_share, machine_cores, take_cores, use_threads
+from bt_core.serve.lease import Lease, LeaseLost, stale_after_s
+from bt_core.serve.queue import workers_here
+from bt_core.serve.runner import run_to_end
 from db.clock import database_now, db_now
 from db.models import Experiment, Run, RunStatus, Worker, utcnow
 from db.retry import retrying
-from db.session import data_dir
 
 HEARTBEAT_S = 2.0
-log = logging.getLogger("bt_core.worker")
+log = logging.getLogger("bt_core.serve.worker")
 
 
 def worker_id() -> str:
@@ -231,7 +229,7 @@ def wait_for_cores(sessions: sessionmaker[Session], poll_s: float = 1.0) -> Core
 
 
 def take_share(sessions: sessionmaker[Session], settle_s: float = 1.0) -> CoreShare | None:
-    """This process's share of the host's cores (bt_core/cores.py), or None while others hold them.
+    """This process's share of the host's cores (bt_core/serve/cores.py), or None while others hold them.
 
     Slots held by a process whose run does not heartbeat (suspended with Ctrl-Z or SIGSTOP: it
     computes nothing, yet the kernel keeps its locks) are not counted against the cores; seen
@@ -259,35 +257,3 @@ def free_threads(sessions: sessionmaker[Session]) -> int:
 def queued(sessions: sessionmaker[Session]) -> bool:
     with sessions() as session:
         return session.scalar(select(Run.id).where(Run.status == RunStatus.queued).limit(1)) is not None
-
-
-def live_workers(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
-    """(worker id, threads of the run it executes, None when idle) of every worker with a fresh heartbeat."""
-    with sessions() as session:
-        cutoff = database_now(session) - timedelta(seconds=stale_after_s())
-        return [(worker, threads) for worker, threads in session.execute(
-            select(Worker.id, Run.cpu_threads).outerjoin(Run, Run.id == Worker.current_run_id)
-            .where(Worker.heartbeat_at >= cutoff).order_by(Worker.id))]
-
-
-def workers_here(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
-    """The live workers whose id names this host (this process's own included once registered)."""
-    host = socket.gethostname()
-    return [(worker, threads) for worker, threads in live_workers(sessions) if worker.rpartition(":")[0] == host]
-
-
-def worker_alive(sessions: sessionmaker[Session]) -> bool:
-    return bool(live_workers(sessions))
-
-
-def start_worker_process(db_url: str) -> subprocess.Popen:
-    """A detached worker that outlives the dashboard process that started it; logs to BT_HOME.
-
-    The URL goes through the environment, not argv, where `ps` would show its password."""
-    log_file = data_dir() / "worker.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "bt_core", "worker"],
-                                env={**os.environ, "BT_DATABASE_URL": db_url},
-                                cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)

@@ -1,4 +1,5 @@
-"""Queue and control runs: what the dashboard and CLI do to the `runs` table.
+"""Queue and control runs: what the dashboard and CLI do to the `runs` table, and the workers
+that serve it (which are alive, starting one). Torch-free: it never imports the runner.
 
 Launching validates every cell of the grid before inserting anything, so a bad model name
 in one cell never leaves half an experiment behind.
@@ -7,17 +8,25 @@ in one cell never leaves half an experiment behind.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bt_core.config import RunConfig, resolve_config
+from bt_core.serve.config import RunConfig, resolve_config
+from bt_core.serve.lease import stale_after_s
+from db.clock import database_now
 from db.limits import EXPERIMENT_NAME_MAX, MAX_SEEDS, SEED_MAX
-from db.models import Experiment, Run, RunStatus
+from db.models import Experiment, Run, RunStatus, Worker
+from db.session import data_dir
 
 
 SEED_PART = re.compile(r"([0-9]{1,10})\s*-\s*([0-9]{1,10})|([0-9]{1,10})")
@@ -118,3 +127,35 @@ def delete_run(sessions: sessionmaker[Session], run_id: int, artifacts_root: Pat
 def runs_of(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
     with sessions() as session:
         return list(session.scalars(select(Run).where(Run.experiment_id == experiment_id).order_by(Run.id)))
+
+
+def live_workers(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
+    """(worker id, threads of the run it executes, None when idle) of every worker with a fresh heartbeat."""
+    with sessions() as session:
+        cutoff = database_now(session) - timedelta(seconds=stale_after_s())
+        return [(worker, threads) for worker, threads in session.execute(
+            select(Worker.id, Run.cpu_threads).outerjoin(Run, Run.id == Worker.current_run_id)
+            .where(Worker.heartbeat_at >= cutoff).order_by(Worker.id))]
+
+
+def workers_here(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
+    """The live workers whose id names this host (this process's own included once registered)."""
+    host = socket.gethostname()
+    return [(worker, threads) for worker, threads in live_workers(sessions) if worker.rpartition(":")[0] == host]
+
+
+def worker_alive(sessions: sessionmaker[Session]) -> bool:
+    return bool(live_workers(sessions))
+
+
+def start_worker_process(db_url: str) -> subprocess.Popen:
+    """A detached worker that outlives the dashboard process that started it; logs to BT_HOME.
+
+    The URL goes through the environment, not argv, where `ps` would show its password."""
+    log_file = data_dir() / "worker.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "bt_core", "worker"],
+                                env={**os.environ, "BT_DATABASE_URL": db_url},
+                                cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)

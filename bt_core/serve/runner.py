@@ -6,7 +6,7 @@ paper's rule); every step keeps its validation score, so the best on validation 
 found finished in the database is restored instead of recomputed, so a run whose worker
 died resumes at its first unfinished step; a leftover unfinished step is deleted (with its
 rows) and redone, so nothing is duplicated. Every write goes through the run's lease, so a
-worker that lost the run (bt_core/lease.py) stops at its next write.
+worker that lost the run (bt_core/serve/lease.py) stops at its next write.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from bt_core.config import RunConfig
 from bt_core.evaluate import evaluate
-from bt_core.export import artifacts_dir
-from bt_core.lease import Lease, LeaseLost
 from bt_core.lm.base import LM
 from bt_core.modules import Module
 from bt_core.optimizers import BetterTogether, BootstrapFewShotWithRandomSearch, BootstrapFinetune
 from bt_core.optimizers.better_together import Optimizer
-from bt_core.profile import matmul_gflops, peak_memory_mb, reset_peak_memory
-from bt_core.recorder_db import RunRecorder
 from bt_core.recording import RunCancelled, recording
+from bt_core.serve.config import RunConfig
+from bt_core.serve.export import artifacts_dir
+from bt_core.serve.lease import Lease, LeaseLost
+from bt_core.serve.profile import matmul_gflops, peak_memory_mb, reset_peak_memory
+from bt_core.serve.recording_db import RunRecorder
 from bt_core.tasks import Splits, Task, get_task
 from db.models import Run, RunStatus, Step, StepStatus, utcnow
 from db.session import data_dir

@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bt_core.lm.base import (LM, Completion, Messages, SamplingParams, TrainingLog, adapter_fingerprint,
-                             chat_prompt, prefill)
+from bt_core.lm.base import (LM, Completion, LoraConfig, Messages, SamplingParams, TrainingLog,
+                             adapter_fingerprint, chat_prompt, prefill)
 from bt_core.lm.hf import HFLM, finish
-from bt_core.lm.lora import LoraConfig
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.threads import share
-from bt_core.lm.vllm_model import vllm_model_dir
+from bt_core.lm.vllm.model import vllm_model_dir
 
 if TYPE_CHECKING:
     import vllm
@@ -74,8 +73,8 @@ def _start(folder: str, lora_rank: int) -> vllm.LLM:
     import torch
     import vllm
 
-    from bt_core.lm.vllm_guard import OWNER_ENV
-    from bt_core.lm.vllm_stop import FieldStop
+    from bt_core.lm.vllm.guard import OWNER_ENV
+    from bt_core.lm.vllm.stop import FieldStop
 
     os.environ[OWNER_ENV] = str(os.getpid())  # the engine's processes die with this one
     if not torch.cuda.is_available():
@@ -122,7 +121,7 @@ class VLLMLM(LM):
         from vllm import SamplingParams as VllmSampling
         from vllm.inputs import TokensPrompt
 
-        from bt_core.lm.vllm_stop import EXTRA_ARG, PREFILL_ARG
+        from bt_core.lm.vllm.stop import EXTRA_ARG, PREFILL_ARG
 
         llm = self.engine()
         tok = llm.get_tokenizer()

@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bt_core.lm.lora import LoraConfig
+from bt_core.lm.base import LoraConfig
 from bt_core.strategy import format_strategy, parse_strategy
 from bt_core.tasks.base import Sizes, Task
 from db.limits import MODEL_MAX, SEED_MAX, STRATEGY_MAX
 
 BudgetName = Literal["smoke", "default", "paper"]
 BUDGETS: tuple[str, ...] = ("smoke", "default", "paper")
-log = logging.getLogger("bt_core.config")
+log = logging.getLogger("bt_core.serve.config")
 
 
 LORA: dict[str, LoraConfig] = {

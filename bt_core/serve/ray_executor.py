@@ -2,7 +2,7 @@
 over every node of a Ray cluster while the database stays the one source of truth.
 
 The driver only submits; the task claims its run and heartbeats it exactly as a local worker
-does (bt_core.worker), so two tasks, or a task and a local worker, never execute one run at
+does (bt_core.serve.worker), so two tasks, or a task and a local worker, never execute one run at
 once. A task that dies (its process killed, its node lost) leaves its run `running` with a
 heartbeat that goes stale; the driver's re-queue puts it back, submits it again, and the new
 task resumes at the run's first unfinished step. Ray's own retry is off for that reason. A task
@@ -32,13 +32,12 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from bt_core.cores import CoreShare
-from bt_core.lease import stale_after_s
 from bt_core.lm.models import EMBEDDED
-from bt_core.worker import claim, execute_claimed, registered, requeue_stale
+from bt_core.serve.cores import CoreShare
+from bt_core.serve.lease import stale_after_s
+from bt_core.serve.worker import claim, execute_claimed, registered, requeue_stale
 from db.models import Run, RunStatus, utcnow
 from db.session import database_url, get_engine, session_factory, shown
-
 
 START_TRIES = 3  # tasks a run gets that fail before claiming it, before the run is failed
 
