@@ -53,8 +53,9 @@ def test_revision_1_is_the_models_without_the_columns_added_since(raw):
     assert sorted((diff[0], diff[2], diff[3].name) for diff in schema_differences(raw)) == [
         ("add_column", "programs", "val_ceiling"), ("add_column", "programs", "val_scored"),
         ("add_column", "programs", "val_size"), ("add_column", "runs", "attempt"),
-        ("add_column", "runs", "backend"), ("add_column", "runs", "cpu_threads"), ("add_column", "runs", "matmul_gflops"),
-        ("add_column", "runs", "model_params"), ("add_column", "steps", "peak_rss_mb"),
+        ("add_column", "runs", "backend"), ("add_column", "runs", "cpu_threads"),
+        ("add_column", "runs", "matmul_gflops"), ("add_column", "runs", "model_params"),
+        ("add_column", "steps", "peak_rss_mb"),
         ("add_column", "traces", "computed_prompt_tokens"), ("add_column", "trainings", "shortened"),
         ("add_column", "trainings", "tokens_cut")]
 
