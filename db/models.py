@@ -57,7 +57,8 @@ class Run(Base):
     strategy: Mapped[str] = mapped_column(String(STRATEGY_COLUMN))
     seed: Mapped[int] = mapped_column(Integer)
     budget: Mapped[str] = mapped_column(String(20))
-    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # fully resolved RunConfig
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # fully resolved RunConfig, the backend requested
+    backend: Mapped[str | None] = mapped_column(String(10))  # what the executing worker resolved it to
     config_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[RunStatus] = mapped_column(Enum(RunStatus, native_enum=False), default=RunStatus.queued, index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)

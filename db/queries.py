@@ -84,7 +84,7 @@ def _timestamps(column: pd.Series) -> pd.Series:
 
 
 def run_info(sessions: Sessions, run_id: int) -> dict[str, Any] | None:
-    stmt = select(*RUN_COLUMNS, Run.config, Run.error, Run.cancel_requested,
+    stmt = select(*RUN_COLUMNS, Run.config, Run.backend, Run.error, Run.cancel_requested,
                   Experiment.name.label("experiment")).join(Experiment).where(Run.id == run_id)
     rows = _rows(sessions, stmt)
     if not rows:
@@ -173,9 +173,9 @@ def programs(sessions: Sessions, run_id: int, with_state: bool = False) -> pd.Da
 
 def compare_runs(sessions: Sessions, experiment_id: int | None = None,
                  run_ids: list[int] | None = None) -> pd.DataFrame:
-    """With each run's stored config: its settings decide which runs compare."""
+    """With each run's stored config and resolved backend: they decide which runs compare."""
     stmt = select(Run.id, Run.task, Run.model, Run.strategy, Run.seed, Run.budget, Run.status,
-                  Run.val_score, Run.test_score, Run.config)
+                  Run.val_score, Run.test_score, Run.config, Run.backend)
     if run_ids is not None:
         stmt = stmt.where(Run.id.in_(run_ids))
     stmt = _run_filter(stmt, experiment_id, None)

@@ -43,6 +43,7 @@ def _add_run(session: Session, experiment_id: int, strategy: str, seed: int, pas
     config = resolve_config("iris", "smollm2-135m", strategy, seed, "default", {"backend": "hf", **(overrides or {})})
     run = new_run(config)
     run.experiment_id, run.status, run.progress, run.test_score = experiment_id, RunStatus.done, 1.0, passing / TEST
+    run.backend = "hf"  # what its worker would have recorded
     session.add(run)
     session.flush()
     kinds = ["vanilla", *parse_strategy(strategy)]

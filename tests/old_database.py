@@ -3,7 +3,8 @@ rows written with plain SQL in the shapes that version wrote.
 
 Run 1 finished "p -> w": steps, candidate programs, per-example scores, LM-call traces and a
 LoRA job. Run 2 was re-queued after its worker died with step 0 done; its stored config has a
-setting since removed ("temperature") and lacks one added since ("eval_test_each_step").
+setting since removed ("temperature") and lacks one added since ("eval_test_each_step"); both
+hold the backend their launch resolved to ("hf"), as every config did before issue 18.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def state(demos: list[dict]) -> str:
 def config(strategy: str) -> dict:
     stored = resolve_config("iris", strategy=strategy, budget="smoke").model_dump()
     del stored["eval_test_each_step"]
-    return {**stored, "temperature": 0.0}
+    return {**stored, "temperature": 0.0, "backend": "hf"}
 
 
 def old_database(path: Path) -> str:

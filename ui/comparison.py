@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from bt_core.serve.config import overridden_settings
+from bt_core.serve.config import overridden_settings, shown_backend
 from bt_core.stats import Delta, PairedScores, paired_delta, score_interval
 from ui.tables import strategy_order
 
@@ -36,9 +36,10 @@ class Comparison:
 
 
 def run_groups(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs with their group's columns, and `setting`, the group as one label for charts."""
+    """The runs with their group's columns, and `setting`, the group as one label for charts. A
+    run's backend is what it ran on (its worker's resolution), not what it requested."""
     settings = [overridden_settings(config) for config in runs["config"]]
-    grouped = runs.assign(backend=[config["backend"] for config in runs["config"]],
+    grouped = runs.assign(backend=[shown_backend(b, c) for b, c in zip(runs["backend"], runs["config"])],
                           settings=[", ".join(f"{k}={v}" for k, v in sorted(s.items())) for s in settings])
     return grouped.assign(setting=_setting(grouped))
 

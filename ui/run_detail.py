@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from bt_core.serve.config import shown_backend
 from bt_core.serve.export import adapter_files, adapter_folder, program_document
 from bt_core.serve.profile import ceiling_note, profile_table
 from bt_core.serve.queue import delete_run, request_cancel, retry_run
@@ -59,7 +60,8 @@ def _panel(db: Sessions, run_id: int, live: bool) -> None:
 def _header(db: Sessions, info: dict[str, Any]) -> None:
     title, actions = st.columns([3, 2], vertical_alignment="bottom")
     title.subheader(f"Run #{info['id']} · {info['strategy']}")
-    title.caption(f"{info['task']} · {info['model']} · seed {info['seed']} · {info['budget']} budget · "
+    backend = info["backend"] or f"{shown_backend(None, info['config'])} requested"
+    title.caption(f"{info['task']} · {info['model']} · seed {info['seed']} · {info['budget']} budget · {backend} · "
                   f"experiment {info['experiment']!r}" + (f" · ran on {info['worker']}" if info["worker"] else ""))
     with actions.container(horizontal=True, horizontal_alignment="right"):
         _actions(db, info)
@@ -163,7 +165,7 @@ def _export(db: Sessions, info: dict[str, Any]) -> None:
     if final is None:
         st.info("Nothing to export until a step finishes.")
         return
-    program = program_document(info, final)
+    program = program_document({**info, "backend": shown_backend(info["backend"], info["config"])}, final)
     left, right = st.columns(2)
     left.download_button("Program JSON", json.dumps(program, indent=2), f"run-{info['id']}-program.json",
                          "application/json", icon=":material/download:", on_click="ignore")

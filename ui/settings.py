@@ -24,10 +24,10 @@ def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
             "learning_rate": right.number_input("LoRA learning rate", 1e-7, 1e-1, float(defaults.lora["learning_rate"]),
                                                 1e-5, "%.1e"),
             "epochs": right.number_input("LoRA epochs", 1, 50, defaults.lora["epochs"])}
-    backend = left.selectbox("Inference backend", BACKENDS, help=f"auto runs on {defaults.backend} here: vLLM on a CUDA "
-                             "GPU that can serve the model, else transformers (hf) but for a task with long prompts "
-                             "(HotPotQA), which vLLM prefills several times faster. On CPU, vllm is faster for "
-                             "prompt-only strategies and slower once a w step adds an adapter to short prompts.")
+    backend = left.selectbox("Inference backend", BACKENDS, help="The machine that executes the run resolves auto: "
+                             "vLLM on a CUDA GPU that can serve the model, else transformers (hf) but for a task with "
+                             "long prompts (HotPotQA), which vLLM prefills several times faster. On CPU, vllm is "
+                             "faster for prompt-only strategies and slower once a w step adds an adapter to short prompts.")
     overrides: dict[str, Any] = {k: v for k, v in prompts.items() if v != getattr(defaults, k)}
     if backend != "auto":
         overrides["backend"] = backend

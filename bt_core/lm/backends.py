@@ -7,8 +7,9 @@ budget: 289 s on vLLM, 220 s on transformers); where prefill is (a task marked `
 HotPotQA's passages), vLLM, whose prefill is several times faster and whose prefix cache reuses
 the demos that a candidate's prompts share (HotPotQA at the default budget: vanilla and p in
 12.8 min on vLLM, 97.5 min on transformers; p -> w -> p in 51 min; figures in the README).
-An explicit `vllm` that cannot work here fails at once with the reason and the fix, before a
-run is stored.
+The machine that executes a run resolves its request (bt_core/serve/runner.py): an explicit
+`vllm` that cannot work there fails the run with the reason and the fix (and a foreground
+`run`, before anything is stored).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bt_core.serve.config import shown_backend
 from bt_core.serve.cores import requested_threads
 from bt_core.serve.export import adapter_files, adapter_folder, program_document
 from db import queries
@@ -103,15 +104,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     """In the foreground, but claimed and heartbeated like any worker's run: killed, it is
     re-queued once its heartbeat is stale and resumes on a worker; stopped (Ctrl-C, SIGTERM),
     it is handed back to the queue at once."""
+    from bt_core.lm.backends import resolve_backend
+    from bt_core.lm.models import resolve_model
     from bt_core.recording import watching
     from bt_core.serve.config import resolve_config
     from bt_core.serve.cores import machine_cores
     from bt_core.serve.progress_view import ProgressView
     from bt_core.serve.queue import experiment_name, new_run
     from bt_core.serve.worker import claim_new, execute_claimed, registered, wait_for_cores
+    from bt_core.tasks import get_task
 
     config = resolve_config(args.task, args.model, args.strategy, args.seed, args.budget,
                             {"backend": args.backend})
+    # This process executes the run: a request it cannot meet fails now, before anything is stored.
+    backend = resolve_backend(config.backend, resolve_model(config.model), get_task(config.task).prefill_bound)
     name = experiment_name(args.name or f"{args.task} {config.strategy}")
     sessions = _sessions(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -120,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             lease = claim_new(sessions, me.worker, Experiment(name=name, runs=[new_run(config)]), threads=share.threads)
             print(f"run {lease.run_id}: {config.task} / {config.model} / {config.strategy} / seed {config.seed} / "
-                  f"{config.budget} / {config.backend} / {share.threads} of {machine_cores()} cores", flush=True)
+                  f"{config.budget} / {backend} / {share.threads} of {machine_cores()} cores", flush=True)
             view = ProgressView(sys.stderr)
             try:
                 with watching(view):
@@ -177,7 +183,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     sessions = _sessions(args)
     with sessions() as session:
         run = _get_run(session, args.run_id)
-        print(f"run {run.id} [{run.status.value}] {run.task} / {run.model} / {run.strategy} / seed {run.seed}")
+        print(f"run {run.id} [{run.status.value}] {run.task} / {run.model} / {run.strategy} / seed {run.seed} / "
+              f"{_backend(run)}")
         skipped = dict(session.execute(select(Training.step_id, Training.error)
                                        .where(Training.run_id == run.id, Training.error.is_not(None))).all())
         for step in run.steps:
@@ -230,7 +237,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if adapter is not None and not adapter.is_dir():
             raise ValueError(f"run {run.id}'s adapter folder {adapter} is missing")
         args.dir.mkdir(parents=True, exist_ok=True)
-        program = program_document({"task": run.task, "model": run.model, "strategy": run.strategy},
+        program = program_document({"task": run.task, "model": run.model, "strategy": run.strategy,
+                                    "backend": shown_backend(run.backend, run.config)},
                                    {"label": final.label, "val_score": final.val_score,
                                     "test_score": final.test_score, "program_state": final.program_state})
         (args.dir / "program.json").write_text(json.dumps(program, indent=2))
@@ -241,6 +249,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                 shutil.copyfile(file, target)
     print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if adapter else ""))
     return 0
+
+
+def _backend(run: Run) -> str:
+    """What the run ran on, or for a run no worker has started, its request."""
+    return run.backend or f"{shown_backend(None, run.config)} (requested)"
 
 
 def _get_run(session: Session, run_id: int) -> Run:

@@ -1,7 +1,10 @@
 """Run configuration: budgets, overrides, and the fully resolved config stored with every run.
 
 Everything that decides a run's result is in RunConfig, so its hash identifies the run's
-work, and the same seed and config reproduce the same splits and candidates.
+work, and the same seed and config reproduce the same splits and candidates. The backend is
+the one exception: the config holds the request (auto, hf, vllm), since only the machine that
+executes the run can tell what it can serve; the worker records what it resolved to on the
+run (`runs.backend`, bt_core/serve/runner.py).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class RunConfig(BaseModel):
     strategy: str = "p -> w -> p"
     seed: int = Field(0, ge=0, le=SEED_MAX)
     budget: BudgetName = "smoke"
-    backend: Literal["hf", "vllm"] = "hf"  # resolved from the request (auto, hf, vllm): what ran
+    # The request; before issue 18 the resolved backend (hf, vllm), which reads as that request.
+    backend: Literal["auto", "hf", "vllm"] = "auto"
     sizes: Sizes
     num_candidates: int = Field(3, ge=0)  # random-search candidates beyond the 3 fixed ones
     max_bootstrapped_demos: int = Field(3, ge=0)  # per module
@@ -82,24 +86,32 @@ def resolve_config(task: str, model: str = "smollm2-135m", strategy: str = "p ->
                    budget: str = "smoke", overrides: dict[str, Any] | None = None) -> RunConfig:
     """Validate names and fill every setting from the budget; raise ValueError with a clear line.
 
-    overrides["backend"] is a request (auto, hf, vllm, default auto); the config stores what it resolves to.
+    overrides["backend"] is a request (auto, hf, vllm, default auto), stored as such: checked here
+    only by name, so launching stays cheap and torch-free; the executing worker resolves it.
     """
-    from bt_core.lm.backends import resolve_backend
+    from bt_core.lm.backends import BACKENDS
     from bt_core.lm.models import resolve_model
     from bt_core.tasks import get_task
 
     task_def = get_task(task)
-    spec = resolve_model(model)
+    resolve_model(model)  # an unknown model: one clear line now, not a failed run later
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
     overrides = dict(overrides or {})
-    overrides["backend"] = resolve_backend(overrides.get("backend", "auto"), spec, task_def.prefill_bound)
+    if overrides.get("backend", "auto") not in BACKENDS:
+        raise ValueError(f"unknown backend {overrides['backend']!r}; valid: {', '.join(BACKENDS)}")
     base = _budget_defaults(task_def, model, strategy, seed, budget)
     base["lora"] = {**base["lora"], **overrides.pop("lora", {})}
     try:
         return RunConfig(**{**base, **overrides})
     except Exception as exc:
         raise ValueError(_one_line(exc)) from None
+
+
+def shown_backend(resolved: str | None, config: dict[str, Any]) -> str:
+    """A run's backend as shown: what its worker resolved the request to, else (not yet run) the
+    request; a config from before backends existed ran on transformers."""
+    return resolved or config.get("backend", "hf")
 
 
 def _budget_defaults(task: Task, model: str, strategy: str, seed: int, budget: str) -> dict[str, Any]:

@@ -41,7 +41,9 @@ def program_document(run: Mapping[str, Any], step: Mapping[str, Any]) -> dict[st
     """The program a run's `step` produced, with where it came from and how it scored.
 
     Load it back with `task.program().load_state(document["modules"])`; its LM is the run's
-    model plus the exported PEFT adapter, if the strategy had a w step.
+    model plus the exported PEFT adapter, if the strategy had a w step. `backend` is the one it
+    ran on (config.shown_backend): bf16 vLLM and fp32 transformers score a program differently.
     """
-    return {"task": run["task"], "model": run["model"], "strategy": run["strategy"], "step": step["label"],
+    return {"task": run["task"], "model": run["model"], "backend": run["backend"], "strategy": run["strategy"],
+            "step": step["label"],
             "val_score": step["val_score"], "test_score": step["test_score"], "modules": step["program_state"]}

@@ -75,11 +75,13 @@ def run_to_end(lease: Lease) -> RunStatus:
 
 def execute_run(lease: Lease) -> None:
     with lease.sessions() as session:
-        config = RunConfig.from_stored(session.get(Run, lease.run_id).config)
+        run = session.get(Run, lease.run_id)
+        config, recorded = RunConfig.from_stored(run.config), run.backend
     task = get_task(config.task)
+    backend = _resolve_backend(lease, recorded or config.backend, config.model, task)
     sizes = config.sizes
     splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
-    lm = load_lm(config.model, config.backend, config.threads, config.lora_config().rank)
+    lm = load_lm(config.model, backend, config.threads, config.lora_config().rank)
     _record_machine(lease, lm)
     program = task.program()
     program.set_lm(lm)
@@ -104,6 +106,20 @@ def execute_run(lease: Lease) -> None:
             _fail_step(lease, step_id, exc)
             raise
         _finish_step(lease, step_id, program, scores)
+
+
+def _resolve_backend(lease: Lease, requested: str, model: str, task: Task) -> str:
+    """Resolve the backend here, on the machine that executes the run (only it knows whether it has
+    CUDA and a vLLM that serves the model), and record what it resolved to. A resumed run asks for
+    the backend it started on, so its steps never mix backends. ValueError when this machine
+    cannot meet the request: the run fails with that line."""
+    from bt_core.lm.backends import resolve_backend
+    from bt_core.lm.models import resolve_model
+
+    backend = resolve_backend(requested, resolve_model(model), task.prefill_bound)
+    lease.write(lambda session: session.execute(update(Run).where(Run.id == lease.run_id).values(backend=backend)),
+                what="run backend")
+    return backend
 
 
 def _record_machine(lease: Lease, lm: LM) -> None:

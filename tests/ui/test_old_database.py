@@ -56,7 +56,7 @@ def test_every_page_shows_the_old_runs(page, old_url, monkeypatch):
 def test_the_cli_shows_an_old_run(old_url):
     result = bt("--db", old_url, "show", str(FINISHED), timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"run {FINISHED} [done] iris / smollm2-135m / p -> w / seed 0"
+    assert result.stdout.splitlines()[0] == f"run {FINISHED} [done] iris / smollm2-135m / p -> w / seed 0 / hf"
     assert "step 2 p -> w" in result.stdout
     # every step scored 50% on validation: the first of equals is the best on record
     assert "result: the final step's program; best on validation: step 0 vanilla (val 50.0%)" in result.stdout

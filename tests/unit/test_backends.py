@@ -1,12 +1,14 @@
 """Backend choice: what `auto` resolves to with and without CUDA (both simulated, so the policy
-is checked on any machine), and what is stored."""
+is checked on any machine), and that a run's config stores the request, not a resolution."""
 
 from __future__ import annotations
 
 import pytest
 
 from bt_core.lm import backends
+from bt_core.lm.models import resolve_model
 from bt_core.serve.config import resolve_config
+from bt_core.tasks import get_task
 
 
 @pytest.fixture
@@ -23,21 +25,33 @@ def machine(monkeypatch):
 @pytest.mark.parametrize("task, requested, resolved", [
     ("iris", "auto", "hf"), ("gsm8k", "auto", "hf"), ("hotpotqa", "auto", "vllm"),
     ("iris", "hf", "hf"), ("hotpotqa", "hf", "hf"), ("iris", "vllm", "vllm")])
-def test_the_config_stores_the_resolved_backend(task, requested, resolved, machine):
+def test_on_cpu(task, requested, resolved, machine):
     machine(cuda=False)
-    config = resolve_config(task, overrides={"backend": requested})
-    assert config.backend == resolved
-    assert config.hash() != resolve_config(task, overrides={"backend": "hf" if resolved == "vllm" else "vllm"}).hash()
+    assert resolved_here(task, requested) == resolved
+
+
+def resolved_here(task: str, requested: str) -> str:
+    return backends.resolve_backend(requested, resolve_model("smollm2-135m"), get_task(task).prefill_bound)
 
 
 @pytest.mark.parametrize("task", ["iris", "gsm8k", "hotpotqa"])
 def test_with_cuda_auto_is_vllm(task, machine):
     machine(cuda=True)
-    assert resolve_config(task, overrides={"backend": "auto"}).backend == "vllm"
+    assert resolved_here(task, "auto") == "vllm"
 
 
-def test_auto_is_the_default():
-    assert resolve_config("iris").backend == resolve_config("iris", overrides={"backend": "auto"}).backend
+@pytest.mark.parametrize("requested", ["auto", "hf", "vllm"])
+def test_the_config_stores_the_request(requested):
+    """Whatever the launching machine could run: the executing worker resolves it (runner.py)."""
+    config = resolve_config("iris", overrides={"backend": requested})
+    assert config.backend == requested
+    others = {resolve_config("iris", overrides={"backend": b}).hash() for b in ("auto", "hf", "vllm") if b != requested}
+    assert config.hash() not in others
+
+
+def test_auto_is_the_default_and_two_auto_requests_are_the_same_run():
+    assert resolve_config("iris").backend == "auto"
+    assert resolve_config("iris").hash() == resolve_config("iris", overrides={"backend": "auto"}).hash()
 
 
 def test_an_unknown_backend_names_the_valid_ones():

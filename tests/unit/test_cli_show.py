@@ -20,4 +20,4 @@ def test_show_prints_the_wilson_interval_of_the_final_test_score(tmp_path, capsy
     interval = stats.binomtest(PASSING["p"][0], TEST).proportion_ci(method="wilson")
     ci = f"[{100 * interval.low:.1f}%, {100 * interval.high:.1f}%]"
     assert f"  test  66.7%  95% CI {ci} (Wilson, 30 test examples of step 1)" in out
-    assert out.startswith(f"run {run_id} [done] iris / smollm2-135m / p / seed 0\n  step 0 vanilla")
+    assert out.startswith(f"run {run_id} [done] iris / smollm2-135m / p / seed 0 / hf\n  step 0 vanilla")

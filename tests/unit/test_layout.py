@@ -154,8 +154,5 @@ def test_the_pages_render_without_loading_torch(pages_loaded):
 
 
 @pytest.mark.ui
-@pytest.mark.xfail(strict=True, reason="the Launch page resolves each cell's backend, which asks torch for CUDA "
-                                       "(and vLLM's registry where vLLM may serve); issue 18's second half "
-                                       "resolves it at the worker, and this marker must go then")
 def test_the_launch_page_renders_without_loading_torch(pages_loaded):
     assert not pages_loaded[LAUNCH]["loaded"], f"the Launch page loaded {pages_loaded[LAUNCH]['loaded']}"

@@ -53,8 +53,9 @@ def test_revision_1_is_the_models_without_the_columns_added_since(raw):
     assert sorted((diff[0], diff[2], diff[3].name) for diff in schema_differences(raw)) == [
         ("add_column", "programs", "val_ceiling"), ("add_column", "programs", "val_scored"),
         ("add_column", "programs", "val_size"), ("add_column", "runs", "attempt"),
-        ("add_column", "runs", "cpu_threads"), ("add_column", "runs", "matmul_gflops"),
-        ("add_column", "runs", "model_params"), ("add_column", "steps", "peak_rss_mb"),
+        ("add_column", "runs", "backend"), ("add_column", "runs", "cpu_threads"),
+        ("add_column", "runs", "matmul_gflops"), ("add_column", "runs", "model_params"),
+        ("add_column", "steps", "peak_rss_mb"),
         ("add_column", "traces", "computed_prompt_tokens"), ("add_column", "trainings", "shortened"),
         ("add_column", "trainings", "tokens_cut")]
 
@@ -66,7 +67,7 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_rows(raw, db_ur
         for table, column in (("runs", "cpu_threads"), ("trainings", "shortened"), ("trainings", "tokens_cut"),
                               ("programs", "val_scored"), ("programs", "val_size"), ("programs", "val_ceiling"),
                               ("traces", "computed_prompt_tokens"), ("steps", "peak_rss_mb"),
-                              ("runs", "model_params"), ("runs", "matmul_gflops")):
+                              ("runs", "model_params"), ("runs", "matmul_gflops"), ("runs", "backend")):
             connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         if not with_attempt:
             connection.execute(text("ALTER TABLE runs DROP COLUMN attempt"))
@@ -85,6 +86,24 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_rows(raw, db_ur
     with engine.connect() as connection:
         row = connection.execute(text("SELECT task, status, test_score, attempt FROM runs WHERE id = 7")).one()
     assert tuple(row) == ("iris", "done", 0.5, 0)
+
+
+def test_revision_7_records_the_backend_each_older_run_resolved_to(raw, db_url):
+    """Before 0007 a run's config held the resolved backend: old runs keep showing what ran."""
+    upgrade(raw, "0006")
+    with raw.begin() as connection:
+        connection.execute(text("INSERT INTO experiments (id, name, created_at, grid) "
+                                "VALUES (1, 'old', '2024-05-01 10:00:00', '{}')"))
+        for run_id, config in ((1, '{"task": "iris", "backend": "vllm"}'), (2, '{"task": "iris", "backend": "hf"}'),
+                               (3, '{"task": "iris"}')):
+            connection.execute(text(
+                "INSERT INTO runs (id, experiment_id, task, model, strategy, seed, budget, config, config_hash, "
+                "status, progress, cancel_requested, created_at) VALUES (:id, 1, 'iris', 'smollm2-135m', 'p', 0, "
+                "'smoke', :config, 'h', 'done', 1.0, false, '2024-05-01 10:00:00')"), {"id": run_id, "config": config})
+    engine = get_engine(db_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, backend FROM runs ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [(1, "vllm"), (2, "hf"), (3, None)]
 
 
 def snapshot(engine: Engine) -> tuple:

@@ -38,8 +38,13 @@ def test_settings_added_since_take_their_defaults(stored):
     old = {key: value for key, value in stored.items() if key not in ("threads", "eval_test_each_step", "backend")}
     old["lora"] = {key: value for key, value in stored["lora"].items() if key != "max_length"}
     config = RunConfig.from_stored(old)
-    assert (config.threads, config.eval_test_each_step, config.backend) == (16, True, "hf")
+    assert (config.threads, config.eval_test_each_step, config.backend) == (16, True, "auto")
     assert config.lora_config().max_length == 1024
+
+
+@pytest.mark.parametrize("resolved", ["hf", "vllm"])
+def test_an_older_config_with_its_resolved_backend_reads_as_that_request(stored, resolved):
+    assert RunConfig.from_stored({**stored, "backend": resolved}).backend == resolved
 
 
 def test_a_config_without_its_task_is_still_refused(stored):
