@@ -15,7 +15,7 @@ and stops once every predictor has its demos, as DSPy's does.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Callable
 
 from bt_core.adapter import informative
@@ -40,6 +40,7 @@ class LabeledFewShot:
 @dataclass
 class BootstrapFewShot:
     metric: Metric
+    _: KW_ONLY  # four numbers: by name
     max_bootstrapped_demos: int = 3  # demos per predictor taken from successful traces
     max_labeled_demos: int = 3  # total demos per predictor; labeled examples fill what is left
     seed: int = 0  # the teacher's labeled demos

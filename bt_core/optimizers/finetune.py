@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from pathlib import Path
 
 from bt_core import adapter
@@ -33,6 +33,7 @@ from bt_core.recording import recorder
 class BootstrapFinetune:
     metric: Metric
     out_dir: Path  # adapters are written to folders inside it
+    _: KW_ONLY
     lora: LoraConfig = field(default_factory=LoraConfig)
     max_labeled_demos: int = 3  # labeled demos a demo-less teacher gets to produce traces
     threads: int = 16

@@ -11,7 +11,7 @@ it keeps how far it got and its ceiling instead of a score.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from bt_core.evaluate import Metric, evaluate
 from bt_core.modules import Example, Module
@@ -32,6 +32,7 @@ class Candidate:
 @dataclass
 class BootstrapFewShotWithRandomSearch:
     metric: Metric
+    _: KW_ONLY  # seven numbers: by name, so two swapped settings cannot pass silently
     num_candidates: int = 3  # reshuffled bootstraps beyond the three fixed candidates
     max_bootstrapped_demos: int = 3  # per predictor
     max_labeled_demos: int = 3  # per predictor, bootstrapped ones included
@@ -72,8 +73,8 @@ class BootstrapFewShotWithRandomSearch:
             yield f"random #{index + 1} ({size} demos)", lambda s, t=shuffled, n=size, sd=seed: self._bootstrap(s, t, n, sd)
 
     def _bootstrap(self, student: Module, trainset: list[Example], demos: int, seed: int) -> Module:
-        return BootstrapFewShot(self.metric, demos, self.max_labeled_demos, seed, self.threads).compile(
-            student, trainset=trainset)
+        return BootstrapFewShot(self.metric, max_bootstrapped_demos=demos, max_labeled_demos=self.max_labeled_demos,
+                                seed=seed, threads=self.threads).compile(student, trainset=trainset)
 
     def _score(self, label: str, program: Module, valset: list[Example]) -> Candidate:
         program_id = recorder().program(program, label)

@@ -133,10 +133,11 @@ def _record_machine(lease: Lease, lm: LM) -> None:
 def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, Optimizer]:
     return {
         "p": BootstrapFewShotWithRandomSearch(
-            task.metric, config.num_candidates, config.max_bootstrapped_demos, config.max_labeled_demos,
-            config.seed, config.sizes.p_train, config.sizes.p_val, config.threads),
-        "w": BootstrapFinetune(task.metric, out_dir, config.lora_config(), config.max_labeled_demos,
-                               config.threads),
+            task.metric, num_candidates=config.num_candidates, max_bootstrapped_demos=config.max_bootstrapped_demos,
+            max_labeled_demos=config.max_labeled_demos, seed=config.seed, max_train=config.sizes.p_train,
+            max_val=config.sizes.p_val, threads=config.threads),
+        "w": BootstrapFinetune(task.metric, out_dir, lora=config.lora_config(),
+                               max_labeled_demos=config.max_labeled_demos, threads=config.threads),
     }
 
 

@@ -1,5 +1,7 @@
 """Every optimizer against the scripted Iris model: what each step must do to a program."""
 
+from pathlib import Path
+
 import pytest
 
 from bt_core.evaluate import evaluate
@@ -147,7 +149,7 @@ def test_bootstrap_without_bootstrapped_demos_runs_no_teacher():
 def test_finetune_trains_on_passing_traces_and_rebinds_the_lm(student, tmp_path):
     prompted = BootstrapFewShot(IRIS.metric).compile(student, trainset=SPLITS.train)
     before = score(prompted)
-    tuned = BootstrapFinetune(IRIS.metric, tmp_path, LoraConfig(epochs=2)).compile(prompted, trainset=SPLITS.train)
+    tuned = BootstrapFinetune(IRIS.metric, tmp_path, lora=LoraConfig(epochs=2)).compile(prompted, trainset=SPLITS.train)
     lm = tuned.bound_lm()
     assert lm.adapter_path and lm.adapter_path.startswith(str(tmp_path))
     trained_on = lm._trained_on
@@ -217,3 +219,12 @@ def test_optimizers_are_pluggable_by_name(student):
     assert [len(c.program.classify.demos) for c in steps] == [0, 1, 2]
     with pytest.raises(ValueError, match="valid: p, q"):
         BetterTogether(IRIS.metric, {"p": LabeledFewShot(), "q": LabeledFewShot()}, strategy="w")
+
+
+@pytest.mark.parametrize("build", [lambda: BootstrapFewShotWithRandomSearch(IRIS.metric, 6, 3, 3, 0),
+                                   lambda: BootstrapFewShot(IRIS.metric, 3, 3),
+                                   lambda: BootstrapFinetune(IRIS.metric, Path("adapters"), LoraConfig(), 3)])
+def test_optimizer_settings_are_taken_by_name_only(build):
+    """Positional numbers could be swapped silently (candidates for demos, train for val sizes)."""
+    with pytest.raises(TypeError, match="positional argument"):
+        build()
