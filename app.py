@@ -70,7 +70,8 @@ def worker_status(db: Sessions, url: str) -> None:
     if state == "none":
         st.caption("Queued runs wait for `python -m bt_core worker`.")
     if here := workers_here(db):
-        shares = ", ".join(f"{worker.rpartition(':')[2]}: {f'{threads} of {machine_cores()} cores' if threads else 'idle'}"
+        shares = ", ".join(f"{worker.rpartition(':')[2]}: "
+                           f"{f'{threads} of {machine_cores()} cores' if threads else 'idle'}"
                            for worker, threads in here)
         st.caption(f"{len(here)} alive on this machine (pid: share) · {shares}")
     counts = queries.status_counts(db)

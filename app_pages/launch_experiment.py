@@ -47,8 +47,9 @@ with form:
     custom = st.text_input("Custom chain", placeholder="e.g. w -> p -> w", help="Any chain of p and w joined by ->.")
     if custom.strip() and check(parse_strategy, custom) is not None:
         strategies = [*strategies, custom.strip()]
-    seeds = check(parse_seeds, st.text_input("Seeds", "0-2", help="Comma-separated, or a range like 0-2. The paper "
-                                             "reports means of 3 seeds; one seed cannot show seed-to-seed noise.")) or []
+    seeds = check(parse_seeds, st.text_input("Seeds", "0-2", help="Comma-separated, or a range like 0-2. The "
+                                             "paper reports means of 3 seeds; one seed cannot show seed-to-seed "
+                                             "noise.")) or []
     budget = st.segmented_control("Budget", BUDGETS, default="smoke", required=True)
     sizes = get_task(task).sizes[budget]
     defaults = resolve_config(task, valid[0], "vanilla", 0, budget) if valid else None

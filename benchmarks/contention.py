@@ -9,8 +9,8 @@ so the LM is cheap and the database is what the workers share, and starts K
 password; each worker with its own log and LM-cache file, so the only database they contend on
 is the run database; no BT_THREADS or OMP_NUM_THREADS, so each takes the share of the machine's
 cores that bt_core/serve/cores.py gives it, as users run them). A reader thread meanwhile refreshes
-the Runs and Traces pages' queries (db/queries.py) twice a second, as an open dashboard tab does. After `--seconds` (or once the
-queue is empty) everything stops and the phase reports:
+the Runs and Traces pages' queries (db/queries.py) twice a second, as an open dashboard tab does.
+After `--seconds` (or once the queue is empty) everything stops and the phase reports:
 
 - runs done and failed, and runs done per minute (worker start-up included);
 - the reader's refreshes, their median and worst latency, and the database errors it saw;

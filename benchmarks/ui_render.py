@@ -28,8 +28,7 @@ from sqlalchemy import insert  # noqa: E402
 from bt_core.adapter import format_completion, render  # noqa: E402
 from bt_core.strategy import format_strategy, parse_strategy  # noqa: E402
 from bt_core.tasks.iris import FEATURES, SPECIES, IrisProgram  # noqa: E402
-from db.models import (Experiment, ExampleScore, Program, Run, RunStatus, Step, StepStatus, Trace,  # noqa: E402
-                       Training, utcnow)
+from db.models import ExampleScore, Experiment, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow  # noqa: E402
 from db.session import session_factory  # noqa: E402
 from ui.common import PAGES  # noqa: E402
 

@@ -70,7 +70,7 @@ class Run(Base):
     # The lease: every claim takes the next attempt, and a write for the run holds only while
     # the run is still running under the attempt its writer claimed (bt_core/serve/lease.py).
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    cpu_threads: Mapped[int | None] = mapped_column(Integer)  # the model's threads in its latest attempt (bt_core/serve/cores.py)
+    cpu_threads: Mapped[int | None] = mapped_column(Integer)  # its latest attempt's threads (bt_core/serve/cores.py)
     model_params: Mapped[int | None] = mapped_column(BigInteger)  # for the steps' FLOP rates (bt_core/serve/profile.py)
     matmul_gflops: Mapped[float | None] = mapped_column(Float)  # the fp32 ceiling its process measured
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock, UTC
@@ -174,7 +174,7 @@ class Training(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
     examples: Mapped[int] = mapped_column(Integer)  # SFT conversations
-    shortened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # conversations cut to fit max_length
+    shortened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # conversations cut to max_length
     tokens_cut: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # prompt tokens they lost
     hyperparams: Mapped[dict[str, Any]] = mapped_column()
     losses: Mapped[list[Any]] = mapped_column(default=list)  # [[step, loss], ...]

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Select, String, case, cast, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Experiment, ExampleScore, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow
+from db.models import ExampleScore, Experiment, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow
 
 Sessions = sessionmaker[Session]
 

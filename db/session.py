@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url

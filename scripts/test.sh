@@ -24,6 +24,8 @@ if [ -z "${BT_TEST_POSTGRES_URL:-}" ]; then
   url="$(scripts/postgres.sh)"
   export BT_TEST_POSTGRES_URL="$url"
 fi
+# House rules first (pyproject.toml's [tool.ruff]): a lint or import-order finding fails the run.
+.venv/bin/ruff check .
 # pytest exits 5 when it collects no test: that is a failure here too.
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

@@ -70,9 +70,9 @@ def old_database(path: Path) -> str:
                 adapter=adapter)
             for index_, example in enumerate(EXAMPLES):
                 for split in ("val", "test"):
-                    sql("INSERT INTO example_scores (run_id, step_id, program_id, split, example_index, score, example, "
-                        "prediction, error, details) VALUES (:run, :step, :step, :split, :i, :score, :example, "
-                        ":prediction, NULL, '{}')", run=run_id, step=step_id, split=split, i=index_,
+                    sql("INSERT INTO example_scores (run_id, step_id, program_id, split, example_index, score, "
+                        "example, prediction, error, details) VALUES (:run, :step, :step, :split, :i, :score, "
+                        ":example, :prediction, NULL, '{}')", run=run_id, step=step_id, split=split, i=index_,
                         score=1.0 if index_ == 0 else 0.0, example=json.dumps(example),
                         prediction=json.dumps({"reasoning": "petal length", "species": "setosa"}))
                     sql("INSERT INTO traces (run_id, step_id, program_id, split, example_index, position, module, "

@@ -117,7 +117,8 @@ def _steps(db: Sessions, run_id: int) -> None:
                                 "adapter_path": "LoRA adapter"})
     if best := queries.best_on_validation(db, run_id):
         st.caption(f"The run's result is its final step's program (as the paper's Table 1 reports); best on "
-                   f"validation: step {best['index']} ({best['label'] or best['kind']}, val {percent(best['val_score'])}%).")
+                   f"validation: step {best['index']} ({best['label'] or best['kind']}, "
+                   f"val {percent(best['val_score'])}%).")
 
 
 def _profile(db: Sessions, run_id: int) -> None:

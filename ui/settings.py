@@ -27,7 +27,8 @@ def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
     backend = left.selectbox("Inference backend", BACKENDS, help="The machine that executes the run resolves auto: "
                              "vLLM on a CUDA GPU that can serve the model, else transformers (hf) but for a task with "
                              "long prompts (HotPotQA), which vLLM prefills several times faster. On CPU, vllm is "
-                             "faster for prompt-only strategies and slower once a w step adds an adapter to short prompts.")
+                             "faster for prompt-only strategies and slower once a w step adds an adapter to short "
+                             "prompts.")
     overrides: dict[str, Any] = {k: v for k, v in prompts.items() if v != getattr(defaults, k)}
     if backend != "auto":
         overrides["backend"] = backend

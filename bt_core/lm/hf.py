@@ -20,8 +20,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from transformers.utils import logging as transformers_logging
 
 from bt_core.lm import prefix
-from bt_core.lm.base import (LM, Completion, LoraConfig, Messages, SamplingParams, TrainingLog,
-                             adapter_fingerprint, chat_prompt, prefill)
+from bt_core.lm.base import (
+    LM,
+    Completion,
+    LoraConfig,
+    Messages,
+    SamplingParams,
+    TrainingLog,
+    adapter_fingerprint,
+    chat_prompt,
+    prefill,
+)
 from bt_core.lm.lora import train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field

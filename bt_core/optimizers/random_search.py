@@ -70,7 +70,8 @@ class BootstrapFewShotWithRandomSearch:
             shuffled = rng.sample(trainset, len(trainset))
             size = rng.randint(min(1, self.max_bootstrapped_demos), self.max_bootstrapped_demos)
             seed = self.seed * 1000 + index
-            yield f"random #{index + 1} ({size} demos)", lambda s, t=shuffled, n=size, sd=seed: self._bootstrap(s, t, n, sd)
+            yield (f"random #{index + 1} ({size} demos)",
+                   lambda s, t=shuffled, n=size, sd=seed: self._bootstrap(s, t, n, sd))
 
     def _bootstrap(self, student: Module, trainset: list[Example], demos: int, seed: int) -> Module:
         return BootstrapFewShot(self.metric, max_bootstrapped_demos=demos, max_labeled_demos=self.max_labeled_demos,

@@ -28,7 +28,6 @@ from db.limits import EXPERIMENT_NAME_MAX, MAX_SEEDS, SEED_MAX
 from db.models import Experiment, Run, RunStatus, Worker
 from db.session import data_dir
 
-
 SEED_PART = re.compile(r"([0-9]{1,10})\s*-\s*([0-9]{1,10})|([0-9]{1,10})")
 
 

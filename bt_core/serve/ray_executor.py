@@ -69,8 +69,8 @@ def connect(address: str | None, db_url: str) -> None:
         ray.init(address=address, runtime_env={"env_vars": _forwarded_env()}, logging_level="WARNING",
                  **({} if address else {"include_dashboard": False}))
     except ConnectionError as exc:
-        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())} "
-                         "(a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())} (a "
+                         "cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)") from None
     machines = sorted({node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]})
     if len(machines) > 1 and get_engine(db_url).dialect.name == "sqlite":
         ray.shutdown()

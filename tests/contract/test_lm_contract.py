@@ -9,7 +9,6 @@ field at all (to test a failed parse).
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 

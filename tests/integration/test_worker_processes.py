@@ -58,7 +58,8 @@ def test_cancel_stops_a_running_run_within_seconds(tmp_path):
         asked = time.monotonic()
         request_cancel(sessions, 1)
 
-        wait_for(lambda: run_status(sessions, 1) == RunStatus.cancelled, timeout=30, interval=0.2, what="the run to be cancelled")
+        wait_for(lambda: run_status(sessions, 1) == RunStatus.cancelled, timeout=30, interval=0.2,
+                 what="the run to be cancelled")
         assert time.monotonic() - asked < 10
         assert worker.wait(timeout=60) == 0  # the worker itself goes on (here: exits, queue empty)
     finally:

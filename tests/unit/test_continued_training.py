@@ -33,7 +33,7 @@ def test_a_second_training_starts_from_the_first_adapter(base, tmp_path):
     config = LoraConfig(rank=4, alpha=8, epochs=2, batch_size=2, learning_rate=1e-2)
     first = train_lora(model, tokenizer, CONVERSATIONS, config, tmp_path / "first")
     frozen = LoraConfig(rank=4, alpha=8, epochs=1, batch_size=2, learning_rate=0.0)
-    same = train_lora(model, tokenizer, CONVERSATIONS, frozen, tmp_path / "same", start_adapter=first.adapter_path)
+    train_lora(model, tokenizer, CONVERSATIONS, frozen, tmp_path / "same", start_adapter=first.adapter_path)
     a, b = weights(tmp_path / "first"), weights(tmp_path / "same")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # lr 0: exactly where it began
     second = train_lora(model, tokenizer, CONVERSATIONS, config, tmp_path / "second", start_adapter=first.adapter_path)

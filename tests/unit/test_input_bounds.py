@@ -54,7 +54,8 @@ def test_seeds_beyond_the_bound_are_refused_without_building_them(text, message)
 
 def nothing_written(sessions) -> bool:
     with sessions() as session:
-        return session.scalar(select(func.count(Experiment.id))) == 0 and session.scalar(select(func.count(Run.id))) == 0
+        return session.scalar(select(func.count(Experiment.id))) == 0 and \
+            session.scalar(select(func.count(Run.id))) == 0
 
 
 @pytest.mark.parametrize("change, message", [

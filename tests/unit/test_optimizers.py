@@ -5,11 +5,16 @@ from pathlib import Path
 import pytest
 
 from bt_core.evaluate import evaluate
-from bt_core.optimizers import (BetterTogether, BootstrapFewShot, BootstrapFewShotWithRandomSearch,
-                                BootstrapFinetune, LabeledFewShot)
 from bt_core.lm.base import LoraConfig
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import SOURCE, example_id
+from bt_core.optimizers import (
+    BetterTogether,
+    BootstrapFewShot,
+    BootstrapFewShotWithRandomSearch,
+    BootstrapFinetune,
+    LabeledFewShot,
+)
 from bt_core.recording import Recorder, recording
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task
@@ -190,7 +195,8 @@ def test_better_together_chains_steps_and_keeps_every_prefix(student, tmp_path):
 
 
 @pytest.mark.parametrize("text, steps", [("vanilla", []), ("p", ["p"]), ("w->p", ["w", "p"]),
-                                         (" p -> w -> p ", ["p", "w", "p"]), ("p -> p -> w -> w", ["p", "p", "w", "w"])])
+                                         (" p -> w -> p ", ["p", "w", "p"]),
+                                         ("p -> p -> w -> w", ["p", "p", "w", "w"])])
 def test_strategy_strings(text, steps):
     assert parse_strategy(text) == steps
 

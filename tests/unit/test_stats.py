@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bt_core.stats import (Interval, mcnemar, min_detectable_difference, paired_delta, score_interval,
-                           sign_flip, wilson)
+from bt_core.stats import Interval, mcnemar, min_detectable_difference, paired_delta, score_interval, sign_flip, wilson
 
 
 def test_wilson_matches_scipys_binomial_interval():

@@ -12,8 +12,15 @@ from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import Example, Prediction, capture_trace
 from bt_core.retrieval import Passage
 from bt_core.tasks import get_task
-from bt_core.tasks.hotpotqa import (_example, _from_hub_row, f1_score, format_context, normalize_answer,
-                                   source_rows, split_sources)
+from bt_core.tasks.hotpotqa import (
+    _example,
+    _from_hub_row,
+    f1_score,
+    format_context,
+    normalize_answer,
+    source_rows,
+    split_sources,
+)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bt_core.lm.base import (LM, Completion, LoraConfig, Messages, SamplingParams, TrainingLog,
-                             adapter_fingerprint, chat_prompt, prefill)
+from bt_core.lm.base import (
+    LM,
+    Completion,
+    LoraConfig,
+    Messages,
+    SamplingParams,
+    TrainingLog,
+    adapter_fingerprint,
+    chat_prompt,
+    prefill,
+)
 from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.threads import share
