@@ -7,6 +7,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from bt_core.lm.models import EMBEDDED, REGISTRY, resolve_model
+from bt_core.optimizers.better_together import lm_calls_at_most
 from bt_core.serve.config import BUDGETS, resolve_config
 from bt_core.serve.queue import launch_experiment, parse_seeds
 from bt_core.stats import min_detectable_difference
@@ -16,7 +17,7 @@ from db import queries
 from db.limits import EXPERIMENT_NAME_MAX
 from ui.common import PAGES, sessions
 from ui.settings import advanced_settings
-from ui.tables import STRATEGY_ORDER, duration, lm_calls
+from ui.tables import STRATEGY_ORDER, duration
 
 CPU_SECONDS_PER_CALL = 0.5  # the embedded model on a 2-core CPU, until this machine has history
 errors: list[str] = []
@@ -76,9 +77,8 @@ with summary, st.container(border=True):
                    "hard to tell apart (80% power at 95% confidence, paired; see the README's Compare section).")
     if defaults is not None and runs:
         per_call = queries.seconds_per_call(db, models[0]) or CPU_SECONDS_PER_CALL
-        modules = len(get_task(task).program().predictors())
         candidates = overrides.get("num_candidates", defaults.num_candidates)
-        calls = sum(lm_calls(sizes, s, candidates, modules) for s in strategies) * len(seeds)
+        calls = sum(lm_calls_at_most(sizes, s, candidates, get_task(task).modules) for s in strategies) * len(seeds)
         st.metric("Rough time, one after another", duration(calls * len(models) * per_call),
                   help=f"≈ {calls * len(models):,} LM calls at {per_call:.2f} s each (measured on this machine's "
                        "past runs when there are any); LoRA training and cache hits are not counted.")

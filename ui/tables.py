@@ -14,7 +14,6 @@ import pandas as pd
 from bt_core.adapter import format_fields
 from bt_core.signatures import Signature
 from bt_core.strategy import parse_strategy
-from bt_core.tasks.base import Sizes
 
 STRATEGY_ORDER = ("vanilla", "p", "w", "p -> w", "w -> p", "p -> w -> p")
 
@@ -61,21 +60,6 @@ def program_text(state: dict[str, Any]) -> str:
 def program_diff(before: str, after: str, before_name: str, after_name: str) -> str:
     lines = difflib.unified_diff(before.splitlines(), after.splitlines(), before_name, after_name, lineterm="")
     return "\n".join(lines)
-
-
-def lm_calls(sizes: Sizes, strategy: str, num_candidates: int, modules: int) -> int:
-    """Roughly how many LM calls one run makes before caching, at most: the estimate's unit of work.
-
-    Every step scores val and test; p bootstraps each non-fixed candidate on its train
-    subsample and scores every candidate on its val subsample (both may stop early); w runs
-    the train set once.
-    """
-    p_train, p_val = sizes.p_train or sizes.train, sizes.p_val or sizes.val
-    calls = sizes.val + sizes.test
-    for step in parse_strategy(strategy):
-        calls += sizes.val + sizes.test
-        calls += (1 + num_candidates) * p_train + (3 + num_candidates) * p_val if step == "p" else sizes.train
-    return calls * modules
 
 
 def duration(seconds: float | None) -> str:

@@ -16,7 +16,9 @@ from typing import Callable, Iterator, Protocol
 
 from bt_core.evaluate import Metric, evaluate
 from bt_core.modules import Example, Module
+from bt_core.optimizers.random_search import FIXED_CANDIDATES
 from bt_core.strategy import format_strategy, parse_strategy
+from bt_core.tasks.base import Sizes
 
 
 class Optimizer(Protocol):
@@ -86,3 +88,19 @@ class BetterTogether:
 
     def _score(self, program: Module, valset: list[Example]) -> float:
         return evaluate(program, valset, self.metric, split="val", threads=self.threads).score
+
+
+def lm_calls_at_most(sizes: Sizes, strategy: str, num_candidates: int, modules: int) -> int:
+    """How many LM calls one run makes before caching, at most: the Launch page's unit of work.
+
+    Every step scores val and test; p bootstraps each non-fixed candidate on its train
+    subsample and scores every candidate on its val subsample (both may stop early); w runs
+    the train set once.
+    """
+    p_train, p_val = sizes.p_train or sizes.train, sizes.p_val or sizes.val
+    calls = sizes.val + sizes.test
+    for step in parse_strategy(strategy):
+        calls += sizes.val + sizes.test
+        calls += ((1 + num_candidates) * p_train + (FIXED_CANDIDATES + num_candidates) * p_val if step == "p"
+                  else sizes.train)
+    return calls * modules

@@ -29,6 +29,9 @@ class Candidate:
     program_id: int | None = None
 
 
+FIXED_CANDIDATES = 3  # zero-shot, labeled demos, bootstrapped in training order: before the random ones
+
+
 @dataclass
 class BootstrapFewShotWithRandomSearch:
     metric: Metric
@@ -48,7 +51,7 @@ class BootstrapFewShotWithRandomSearch:
         trainset, valset = trainset[: self.max_train], valset[: self.max_val]
         self.candidates = []
         for label, make in self._plan(trainset):
-            done, total = len(self.candidates), self.num_candidates + 3
+            done, total = len(self.candidates), self.num_candidates + FIXED_CANDIDATES
             recorder().progress(f"candidate {done + 1}/{total}: {label}", Count("candidates", done, total))
             self.candidates.append(self._score(label, make(student), valset))
         best = self._best()

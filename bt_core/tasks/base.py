@@ -42,6 +42,9 @@ class Task(ABC):
     # On CPU `--backend auto` then takes vLLM, whose prefill and prefix cache outweigh its slower
     # LoRA decoding (see bt_core/lm/backends.py).
     prefill_bound: bool = False
+    # The predictors in program(): what a run's LM calls scale with. Declared, so that the Launch
+    # page's estimate needs no program built (HotPotQA's builds a BM25 index).
+    modules: int = 1
 
     @abstractmethod
     def load(self, train: int, val: int, test: int, seed: int) -> Splits:

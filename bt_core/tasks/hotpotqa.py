@@ -82,6 +82,7 @@ def format_context(passages: list[Passage]) -> str:
 class HotPotQA(Task):
     name = "hotpotqa"
     description = "Multi-hop QA; 2 query hops with BM25 retrieval + an answer module; exact match"
+    modules = 3  # a search query per hop, then the answer
     prefill_bound = True  # answer prompts of about 1,500 tokens (six passages) for answers of a few words
     sizes = {
         "smoke": Sizes(train=6, val=4, test=4),

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from bt_core.serve.queue import parse_seeds
-from bt_core.tasks import get_task
-from ui.tables import example_matrix, filter_examples, lm_calls, program_diff, program_text, strategy_order
+from ui.tables import example_matrix, filter_examples, program_diff, program_text, strategy_order
 
 
 def test_custom_chains_sort_after_the_papers_strategies():
@@ -40,8 +39,3 @@ def test_seeds_accept_lists_and_ranges_and_reject_words():
         parse_seeds("x")
 
 
-def test_lm_calls_grow_with_the_chain():
-    sizes = get_task("iris").sizes["smoke"]
-    vanilla, p, pwp = (lm_calls(sizes, s, 1, 1) for s in ("vanilla", "p", "p -> w -> p"))
-    assert vanilla == sizes.val + sizes.test
-    assert vanilla < p < pwp

@@ -15,6 +15,7 @@ from bt_core.optimizers import (
     BootstrapFinetune,
     LabeledFewShot,
 )
+from bt_core.optimizers.better_together import lm_calls_at_most
 from bt_core.recording import Recorder, recording
 from bt_core.strategy import parse_strategy
 from bt_core.tasks import get_task
@@ -234,3 +235,17 @@ def test_optimizer_settings_are_taken_by_name_only(build):
     """Positional numbers could be swapped silently (candidates for demos, train for val sizes)."""
     with pytest.raises(TypeError, match="positional argument"):
         build()
+
+
+def test_the_call_estimate_grows_with_the_chain_and_the_modules():
+    sizes = get_task("iris").sizes["smoke"]
+    vanilla, p, pwp = (lm_calls_at_most(sizes, s, 1, 1) for s in ("vanilla", "p", "p -> w -> p"))
+    assert vanilla == sizes.val + sizes.test
+    assert vanilla < p < pwp
+    assert lm_calls_at_most(sizes, "p", 1, 3) == 3 * p
+
+
+@pytest.mark.parametrize("name", ["iris", "gsm8k", "hotpotqa"])
+def test_a_task_declares_the_modules_its_program_has(name):
+    task = get_task(name)
+    assert task.modules == len(task.program().predictors())
