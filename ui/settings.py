@@ -20,10 +20,10 @@ def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
                "max_bootstrapped_demos": left.number_input("Max bootstrapped demos per module", 0, 16,
                                                            defaults.max_bootstrapped_demos),
                "max_labeled_demos": left.number_input("Max demos per module", 0, 16, defaults.max_labeled_demos)}
-    lora = {"rank": right.number_input("LoRA rank", 1, 256, defaults.lora["rank"]),
-            "learning_rate": right.number_input("LoRA learning rate", 1e-7, 1e-1, float(defaults.lora["learning_rate"]),
+    lora = {"rank": right.number_input("LoRA rank", 1, 256, defaults.lora.rank),
+            "learning_rate": right.number_input("LoRA learning rate", 1e-7, 1e-1, float(defaults.lora.learning_rate),
                                                 1e-5, "%.1e"),
-            "epochs": right.number_input("LoRA epochs", 1, 50, defaults.lora["epochs"])}
+            "epochs": right.number_input("LoRA epochs", 1, 50, defaults.lora.epochs)}
     backend = left.selectbox("Inference backend", BACKENDS, help="The machine that executes the run resolves auto: "
                              "vLLM on a CUDA GPU that can serve the model, else transformers (hf) but for a task with "
                              "long prompts (HotPotQA), which vLLM prefills several times faster. On CPU, vllm is "
@@ -32,6 +32,6 @@ def advanced_settings(defaults: RunConfig) -> dict[str, Any]:
     overrides: dict[str, Any] = {k: v for k, v in prompts.items() if v != getattr(defaults, k)}
     if backend != "auto":
         overrides["backend"] = backend
-    if any(v != defaults.lora[k] for k, v in lora.items()):
+    if any(v != getattr(defaults.lora, k) for k, v in lora.items()):
         overrides["lora"] = lora
     return overrides

@@ -14,7 +14,9 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Annotated, Callable
+
+from annotated_types import Ge, Gt, Lt
 
 if TYPE_CHECKING:
     from bt_core.lm.cache import LMCache
@@ -48,17 +50,19 @@ class Completion:
 
 @dataclass
 class LoraConfig:
-    """A LoRA job's settings; plain data, so the dashboard and the run config read it without torch."""
+    """A LoRA job's settings; plain data, so the dashboard and the run config read it without torch.
+    The bounds are checked where a run config is validated (pydantic reads them), so a rank of 0
+    is a one-line error at launch, not a failure inside peft."""
 
-    rank: int = 16  # LoRA rank r
-    alpha: int = 32  # scaling numerator; effective scale alpha / rank
-    dropout: float = 0.0  # LoRA dropout, 0 as in the paper
+    rank: Annotated[int, Ge(1)] = 16  # LoRA rank r
+    alpha: Annotated[int, Ge(1)] = 32  # scaling numerator; effective scale alpha / rank
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.0  # LoRA dropout, 0 as in the paper
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    learning_rate: float = 3e-4  # far above the paper's 1e-5: a 135M model on CPU gets few steps
-    epochs: int = 3  # passes over the SFT data
-    batch_size: int = 4  # conversations per optimizer step
-    max_length: int = 1024  # tokens per conversation; longer ones are shortened in the middle
-    seed: int = 0  # shuffling and LoRA init
+    learning_rate: Annotated[float, Gt(0)] = 3e-4  # far above the paper's 1e-5: a 135M model on CPU gets few steps
+    epochs: Annotated[int, Ge(1)] = 3  # passes over the SFT data
+    batch_size: Annotated[int, Ge(1)] = 4  # conversations per optimizer step
+    max_length: Annotated[int, Ge(64)] = 1024  # tokens per conversation; longer ones are shortened in the middle
+    seed: Annotated[int, Ge(0)] = 0  # shuffling and LoRA init
 
 
 @dataclass

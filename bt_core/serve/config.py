@@ -48,7 +48,7 @@ class RunConfig(BaseModel):
     num_candidates: int = Field(3, ge=0)  # random-search candidates beyond the 3 fixed ones
     max_bootstrapped_demos: int = Field(3, ge=0)  # per module
     max_labeled_demos: int = Field(3, ge=0)  # per module, bootstrapped demos included
-    lora: dict[str, Any]  # LoraConfig fields
+    lora: LoraConfig  # validated against LoraConfig's bounds
     threads: int = Field(16, ge=1)  # concurrent examples in an evaluation (the LM batch size)
     eval_test_each_step: bool = True  # score every step on test, for per-step curves
 
@@ -74,9 +74,6 @@ class RunConfig(BaseModel):
         if "lora" in kept:
             kept["lora"] = {key: value for key, value in lora.items() if key in known_lora}
         return cls(**kept)
-
-    def lora_config(self) -> LoraConfig:
-        return LoraConfig(**self.lora)
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()

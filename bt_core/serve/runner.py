@@ -81,7 +81,7 @@ def execute_run(lease: Lease) -> None:
     backend = _resolve_backend(lease, recorded or config.backend, config.model, task)
     sizes = config.sizes
     splits = task.load(sizes.train, sizes.val, sizes.test, config.seed)
-    lm = load_lm(config.model, backend, config.threads, config.lora_config().rank)
+    lm = load_lm(config.model, backend, config.threads, config.lora.rank)
     _record_machine(lease, lm)
     program = task.program()
     program.set_lm(lm)
@@ -136,7 +136,7 @@ def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, 
             task.metric, num_candidates=config.num_candidates, max_bootstrapped_demos=config.max_bootstrapped_demos,
             max_labeled_demos=config.max_labeled_demos, seed=config.seed, max_train=config.sizes.p_train,
             max_val=config.sizes.p_val, threads=config.threads),
-        "w": BootstrapFinetune(task.metric, out_dir, lora=config.lora_config(),
+        "w": BootstrapFinetune(task.metric, out_dir, lora=config.lora,
                                max_labeled_demos=config.max_labeled_demos, threads=config.threads),
     }
 
