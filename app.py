@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 from bt_core.serve.cores import machine_cores
 from bt_core.serve.queue import start_worker_process, worker_alive, workers_here
 from db import queries
-from db.session import DatabaseError, data_dir, database_url
-from ui.common import PAGES, STATUS_ICONS, Sessions, sessions
+from db.session import DatabaseError, Sessions, data_dir, database_url
+from ui.common import PAGES, STATUS_ICONS, sessions
 
 WORKER_START_GRACE_S = 30  # a started worker needs this long to load and heartbeat
 WORKER_BADGES = {"alive": ("Worker running", ":material/check_circle:", "green"),

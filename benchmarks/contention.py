@@ -60,7 +60,7 @@ from bt_core.strategy import parse_strategy  # noqa: E402
 from bt_core.tasks import get_task  # noqa: E402
 from db import queries  # noqa: E402
 from db.models import ExampleScore, Run, RunStatus, Step, StepStatus, Trace  # noqa: E402
-from db.session import database_url, get_engine, session_factory  # noqa: E402
+from db.session import Sessions, database_url, get_engine, session_factory  # noqa: E402
 from tests.tiny_model import build_tiny_model  # noqa: E402
 
 STRATEGY = "p -> w -> p"
@@ -87,7 +87,7 @@ class Phase:
 class DashboardReader(threading.Thread):
     """Refreshes what the Runs and Traces pages show, twice a second, counting database errors."""
 
-    def __init__(self, sessions: queries.Sessions) -> None:
+    def __init__(self, sessions: Sessions) -> None:
         super().__init__(daemon=True)
         self.sessions, self.stop = sessions, threading.Event()
         self.seconds: list[float] = []
@@ -104,7 +104,7 @@ class DashboardReader(threading.Thread):
             self.stop.wait(max(0.0, REFRESH_S - self.seconds[-1]))
 
 
-def refresh(db: queries.Sessions) -> None:
+def refresh(db: Sessions) -> None:
     """One refresh of the app's sidebar, the Runs page (table and the newest run's detail) and
     the Traces page (the newest scored run's last step, its first test example's LM calls)."""
     queries.status_counts(db)
@@ -172,7 +172,7 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
             worker.wait()
 
 
-def queue_open(db: queries.Sessions) -> bool:
+def queue_open(db: Sessions) -> bool:
     try:
         return queries.count_runs(db, statuses=["queued", "running"]) > 0
     except SQLAlchemyError:  # the reader counts database errors; here a busy database just means "not yet"
@@ -184,7 +184,7 @@ def log_lines(path: Path, size: int) -> list[str]:
         return log.read(size).decode(errors="replace").splitlines()
 
 
-def audit(db: queries.Sessions, steps_per_run: int, test_size: int) -> tuple[int, int]:
+def audit(db: Sessions, steps_per_run: int, test_size: int) -> tuple[int, int]:
     """(rows lost, rows duplicated) over the runs that ended done; see the module docstring."""
     done = select(Run.id).where(Run.status == RunStatus.done)
     with db() as session:

@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bt_core.serve.cores import machine_cores  # noqa: E402
 from bt_core.serve.queue import launch_experiment  # noqa: E402
 from db.models import Run, RunStatus  # noqa: E402
-from db.queries import Sessions  # noqa: E402
-from db.session import session_factory  # noqa: E402
+from db.session import Sessions, session_factory  # noqa: E402
 
 STRATEGY = "p -> w -> p"
 

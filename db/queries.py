@@ -12,11 +12,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 from sqlalchemy import Select, String, case, cast, exists, func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ExampleScore, Experiment, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow
-
-Sessions = sessionmaker[Session]
+from db.session import Sessions
 
 RUN_COLUMNS = (Run.id, Run.experiment_id, Run.task, Run.model, Run.strategy, Run.seed, Run.budget,
                Run.status, Run.progress, Run.current_step, Run.message, Run.val_score, Run.test_score,

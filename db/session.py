@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import SchemaTooNew, upgrade
 
+Sessions = sessionmaker[Session]  # what opens sessions on one database; every layer passes this
+
 
 class DatabaseError(ValueError):
     pass
@@ -112,5 +114,5 @@ def _prepare_sqlite(engine: Engine, url: str) -> None:
         cursor.close()
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
+def session_factory(url: str | None = None) -> Sessions:
     return sessionmaker(get_engine(url), expire_on_commit=False)

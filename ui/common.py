@@ -14,9 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from db import queries
-from db.session import database_url, session_factory
+from db.session import Sessions, database_url, session_factory
 
-Sessions = queries.Sessions
 # url path -> (script, title, icon). The folder is app_pages/, not pages/, so Streamlit's legacy
 # multipage mode never serves a page without app.py's st.navigation around it.
 PAGES = {"launch": ("app_pages/launch_experiment.py", "Launch", ":material/rocket_launch:"),

@@ -21,9 +21,9 @@ from bt_core.serve.export import adapter_files, adapter_folder, program_document
 from bt_core.serve.profile import ceiling_note, profile_table
 from bt_core.serve.queue import delete_run, request_cancel, retry_run
 from db import queries
-from db.session import artifacts_root
+from db.session import Sessions, artifacts_root
 from ui.charts import loss_curves, step_timeline
-from ui.common import PAGES, STATUS_ICONS, Sessions, show_text
+from ui.common import PAGES, STATUS_ICONS, show_text
 from ui.tables import candidate_val, duration, percent
 
 ACTIVE = ("queued", "running")

@@ -12,7 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from db import queries
-from ui.common import Sessions, current_run, pick_run, run_label, show_fields, show_messages, show_text
+from db.session import Sessions
+from ui.common import current_run, pick_run, run_label, show_fields, show_messages, show_text
 
 View = Mapping[str, Any]
 MAX_VIEWS = 4  # columns side by side

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from bt_core.serve.config import shown_backend
 from bt_core.serve.cores import requested_threads
@@ -25,7 +25,7 @@ from bt_core.serve.export import adapter_files, adapter_folder, program_document
 from db import queries
 from db.limits import EXPERIMENT_NAME_MAX
 from db.models import Experiment, Run, RunStatus, Step, Training
-from db.session import DatabaseError, database_url, session_factory
+from db.session import DatabaseError, Sessions, database_url, session_factory
 
 THREADS_HELP = ("threads for the model, held as this machine's core slots (default: BT_THREADS, else the cores "
                 "split among the workers alive here); a run waits while every core is held")
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sessions(args: argparse.Namespace) -> sessionmaker[Session]:
+def _sessions(args: argparse.Namespace) -> Sessions:
     return session_factory(database_url(args.db))
 
 
@@ -206,7 +206,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_profile(sessions: sessionmaker[Session], run_id: int) -> None:
+def _print_profile(sessions: Sessions, run_id: int) -> None:
     from bt_core.serve.profile import ceiling_note, profile_table
 
     profile = queries.step_profile(sessions, run_id)
@@ -214,7 +214,7 @@ def _print_profile(sessions: sessionmaker[Session], run_id: int) -> None:
     print(f"  {ceiling_note(profile)}")
 
 
-def _print_test_interval(sessions: sessionmaker[Session], run_id: int) -> None:
+def _print_test_interval(sessions: Sessions, run_id: int) -> None:
     """The final program's test score with its 95% Wilson interval: 30 examples move it 3.3 points each."""
     from bt_core.stats import wilson
 

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from db.clock import db_now
 from db.models import Run, RunStatus
 from db.retry import is_transient, retrying
+from db.session import Sessions
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ class LeaseLost(Exception):
 
 
 class Lease:
-    def __init__(self, sessions: sessionmaker[Session], run_id: int, attempt: int, worker: str) -> None:
+    def __init__(self, sessions: Sessions, run_id: int, attempt: int, worker: str) -> None:
         self.sessions, self.run_id, self.attempt, self.worker = sessions, run_id, attempt, worker
         self._lost: str | None = None
         self._last_beat = time.monotonic()

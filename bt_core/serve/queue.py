@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.serve.config import RunConfig, resolve_config
 from bt_core.serve.lease import stale_after_s
 from db.clock import database_now
 from db.limits import EXPERIMENT_NAME_MAX, MAX_SEEDS, SEED_MAX
 from db.models import Experiment, Run, RunStatus, Worker
-from db.session import data_dir
+from db.session import Sessions, data_dir
 
 SEED_PART = re.compile(r"([0-9]{1,10})\s*-\s*([0-9]{1,10})|([0-9]{1,10})")
 
@@ -65,7 +64,7 @@ def experiment_name(name: str) -> str:
     return name or "experiment"
 
 
-def launch_experiment(sessions: sessionmaker[Session], name: str, tasks: list[str], models: list[str],
+def launch_experiment(sessions: Sessions, name: str, tasks: list[str], models: list[str],
                       strategies: list[str], seeds: list[int], budget: str,
                       overrides: dict[str, Any] | None = None) -> int:
     """Queue the grid tasks x models x strategies x seeds as one experiment; return its id."""
@@ -91,7 +90,7 @@ def new_run(config: RunConfig) -> Run:
                budget=config.budget, config=config.model_dump(), config_hash=config.hash())
 
 
-def request_cancel(sessions: sessionmaker[Session], run_id: int) -> None:
+def request_cancel(sessions: Sessions, run_id: int) -> None:
     """A queued run is cancelled at once; a running one at its worker's next safe point."""
     with sessions.begin() as session:
         session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.queued)
@@ -100,7 +99,7 @@ def request_cancel(sessions: sessionmaker[Session], run_id: int) -> None:
                         .values(cancel_requested=True))
 
 
-def retry_run(sessions: sessionmaker[Session], run_id: int) -> None:
+def retry_run(sessions: Sessions, run_id: int) -> None:
     """Queue a failed or cancelled run again; it resumes after its last finished step."""
     with sessions.begin() as session:
         result = session.execute(
@@ -110,7 +109,7 @@ def retry_run(sessions: sessionmaker[Session], run_id: int) -> None:
             raise ValueError(f"run {run_id} is not failed or cancelled; only those can be retried")
 
 
-def delete_run(sessions: sessionmaker[Session], run_id: int, artifacts_root: Path | None = None) -> None:
+def delete_run(sessions: Sessions, run_id: int, artifacts_root: Path | None = None) -> None:
     """Delete a run that is not running, with its rows (cascade) and its adapters on disk."""
     with sessions.begin() as session:
         run = session.get(Run, run_id)
@@ -123,12 +122,12 @@ def delete_run(sessions: sessionmaker[Session], run_id: int, artifacts_root: Pat
         shutil.rmtree(artifacts_root / f"run-{run_id}", ignore_errors=True)
 
 
-def runs_of(sessions: sessionmaker[Session], experiment_id: int) -> list[Run]:
+def runs_of(sessions: Sessions, experiment_id: int) -> list[Run]:
     with sessions() as session:
         return list(session.scalars(select(Run).where(Run.experiment_id == experiment_id).order_by(Run.id)))
 
 
-def live_workers(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
+def live_workers(sessions: Sessions) -> list[tuple[str, int | None]]:
     """(worker id, threads of the run it executes, None when idle) of every worker with a fresh heartbeat."""
     with sessions() as session:
         cutoff = database_now(session) - timedelta(seconds=stale_after_s())
@@ -137,13 +136,13 @@ def live_workers(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]
             .where(Worker.heartbeat_at >= cutoff).order_by(Worker.id))]
 
 
-def workers_here(sessions: sessionmaker[Session]) -> list[tuple[str, int | None]]:
+def workers_here(sessions: Sessions) -> list[tuple[str, int | None]]:
     """The live workers whose id names this host (this process's own included once registered)."""
     host = socket.gethostname()
     return [(worker, threads) for worker, threads in live_workers(sessions) if worker.rpartition(":")[0] == host]
 
 
-def worker_alive(sessions: sessionmaker[Session]) -> bool:
+def worker_alive(sessions: Sessions) -> bool:
     return bool(live_workers(sessions))
 
 

@@ -30,14 +30,13 @@ import ray
 from ray.exceptions import RayError
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.lm.models import EMBEDDED
 from bt_core.serve.cores import CoreShare
 from bt_core.serve.lease import stale_after_s
 from bt_core.serve.worker import claim, execute_claimed, registered, requeue_stale
 from db.models import Run, RunStatus, utcnow
-from db.session import database_url, get_engine, session_factory, shown
+from db.session import Sessions, database_url, get_engine, session_factory, shown
 
 START_TRIES = 3  # tasks a run gets that fail before claiming it, before the run is failed
 
@@ -103,7 +102,7 @@ def resources(model: str, options: RayOptions) -> dict[str, float]:
     return {"num_cpus": options.cpus_per_run, "num_gpus": 0 if model == EMBEDDED else options.gpus_per_run}
 
 
-def _dispatch(sessions: sessionmaker[Session], db_url: str, options: RayOptions, once: bool,
+def _dispatch(sessions: Sessions, db_url: str, options: RayOptions, once: bool,
               poll_s: float) -> None:
     inflight: dict[ray.ObjectRef, tuple[int, int]] = {}  # a task -> its run and the run's attempt then
     submitted: set[int] = set()
@@ -135,7 +134,7 @@ def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.Ob
     return _run_task.options(**needs).remote(_without_password(db_url), run_id)
 
 
-def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[int, str, int]]:
+def _queued(sessions: Sessions, exclude: set[int]) -> list[tuple[int, str, int]]:
     """(run id, model, attempt) of the queued runs not in `exclude`, oldest first."""
     with sessions() as session:
         rows = session.execute(select(Run.id, Run.model, Run.attempt).where(Run.status == RunStatus.queued)
@@ -143,14 +142,14 @@ def _queued(sessions: sessionmaker[Session], exclude: set[int]) -> list[tuple[in
         return [(run_id, model, attempt) for run_id, model, attempt in rows if run_id not in exclude]
 
 
-def _unclaimed(sessions: sessionmaker[Session], run_id: int, attempt: int) -> bool:
+def _unclaimed(sessions: Sessions, run_id: int, attempt: int) -> bool:
     """Whether the run is still queued at the attempt its task was submitted for: the task never claimed it."""
     with sessions() as session:
         return session.scalar(select(Run.id).where(Run.id == run_id, Run.status == RunStatus.queued,
                                                    Run.attempt == attempt)) is not None
 
 
-def _report_failed_start(sessions: sessionmaker[Session], run_id: int, attempt: int, tries: int, error: str) -> None:
+def _report_failed_start(sessions: Sessions, run_id: int, attempt: int, tries: int, error: str) -> None:
     """Say so; after START_TRIES, fail the run (if no one claimed it meanwhile) with the task's error."""
     if tries < START_TRIES:
         print(f"run {run_id}: its Ray task failed before it could claim the run ({tries} of {START_TRIES} "
@@ -165,7 +164,7 @@ def _report_failed_start(sessions: sessionmaker[Session], run_id: int, attempt: 
         print(f"run {run_id}: failed: {message}", flush=True)
 
 
-def _running(sessions: sessionmaker[Session], run_ids: set[int]) -> bool:
+def _running(sessions: Sessions, run_ids: set[int]) -> bool:
     """Whether one of these runs still counts as running: a dead task's run waits for its re-queue."""
     with sessions() as session:
         return session.scalar(select(Run.id).where(Run.id.in_(run_ids), Run.status == RunStatus.running)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from bt_core.serve.cores import CoreShare, fair_share, machine_cores, take_cores, use_threads
 from bt_core.serve.lease import Lease, LeaseLost, stale_after_s
@@ -30,6 +29,7 @@ from bt_core.serve.runner import run_to_end
 from db.clock import database_now, db_now
 from db.models import Experiment, Run, RunStatus, Worker, utcnow
 from db.retry import retrying
+from db.session import Sessions
 
 HEARTBEAT_S = 2.0
 log = logging.getLogger("bt_core.serve.worker")
@@ -48,7 +48,7 @@ class Registration:
     share: CoreShare | None = None  # the core slots behind the lease's run, resized as workers come and go
 
 
-def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float = 1.0) -> None:
+def serve(sessions: Sessions, *, once: bool = False, poll_s: float = 1.0) -> None:
     """Serve queued runs until interrupted (or, with once, until the queue is empty).
 
     Cores come before the run: a worker that finds every core of its host held claims nothing
@@ -72,7 +72,7 @@ def serve(sessions: sessionmaker[Session], *, once: bool = False, poll_s: float 
 
 
 @contextmanager
-def registered(sessions: sessionmaker[Session]) -> Iterator[Registration]:
+def registered(sessions: Sessions) -> Iterator[Registration]:
     """This process as a row of `workers`, heartbeating (itself and its run) until the block ends."""
     me = Registration(worker_id())
 
@@ -113,7 +113,7 @@ def execute_claimed(me: Registration, lease: Lease, share: CoreShare, *, resizab
         me.lease, me.share = None, None
 
 
-def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None, *,
+def claim(sessions: Sessions, me: str, run_id: int | None = None, *,
           threads: int | None = None) -> Lease | None:
     """Take the oldest queued run (or this one, if still queued) under a fresh lease; None when none.
 
@@ -136,7 +136,7 @@ def claim(sessions: sessionmaker[Session], me: str, run_id: int | None = None, *
     return None if taken is None else Lease(sessions, taken[0], taken[1], me)
 
 
-def claim_new(sessions: sessionmaker[Session], me: str, experiment: Experiment, *,
+def claim_new(sessions: Sessions, me: str, experiment: Experiment, *,
               threads: int | None = None) -> Lease:
     """Insert a one-run experiment already claimed by `me`, so no other worker can take it first."""
     [run] = experiment.runs
@@ -149,7 +149,7 @@ def claim_new(sessions: sessionmaker[Session], me: str, experiment: Experiment, 
         return Lease(sessions, run.id, 1, me)
 
 
-def requeue_stale(sessions: sessionmaker[Session]) -> int:
+def requeue_stale(sessions: Sessions) -> int:
     """Put back the running runs whose worker stopped heartbeating (by the database's clock), or
     cancel them if a cancel was asked meanwhile; a run with no heartbeat at all counts as stale."""
     def sweep() -> int:
@@ -177,7 +177,7 @@ def _hand_back(lease: Lease, message: str) -> None:
         log.warning("could not hand back run %d: %s", lease.run_id, exc)
 
 
-def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threading.Event) -> None:
+def _heartbeat(sessions: Sessions, me: Registration, stop: threading.Event) -> None:
     """Survives transient database errors; a run whose heartbeat was refused for a whole stale
     window is given up (another worker may hold it by now), so the runner stops at its next write."""
     while not stop.wait(HEARTBEAT_S):
@@ -199,7 +199,7 @@ def _heartbeat(sessions: sessionmaker[Session], me: Registration, stop: threadin
             log.warning("heartbeat of worker %s failed: %s", me.worker, " ".join(str(exc).split())[:200])
 
 
-def beat(sessions: sessionmaker[Session], lease: Lease, share: CoreShare | None) -> None:
+def beat(sessions: Sessions, lease: Lease, share: CoreShare | None) -> None:
     """Stamp the run's heartbeat; with a share, keep it fair as workers come and go on this host
     (give slots back to a newcomer, take freed ones up again) and record it on the run. A shrink
     is recorded before its slots are freed and a growth after they are taken, so the threads
@@ -215,7 +215,7 @@ def beat(sessions: sessionmaker[Session], lease: Lease, share: CoreShare | None)
     lease.beat(cpu_threads=share.threads)
 
 
-def wait_for_cores(sessions: sessionmaker[Session], poll_s: float = 1.0) -> CoreShare:
+def wait_for_cores(sessions: Sessions, poll_s: float = 1.0) -> CoreShare:
     """This process's share of the host's cores, once some are free (a foreground run waits
     for them as a worker does, saying so once)."""
     said = False
@@ -228,7 +228,7 @@ def wait_for_cores(sessions: sessionmaker[Session], poll_s: float = 1.0) -> Core
     return share
 
 
-def take_share(sessions: sessionmaker[Session], settle_s: float = 1.0) -> CoreShare | None:
+def take_share(sessions: Sessions, settle_s: float = 1.0) -> CoreShare | None:
     """This process's share of the host's cores (bt_core/serve/cores.py), or None while others hold them.
 
     Slots held by a process whose run does not heartbeat (suspended with Ctrl-Z or SIGSTOP: it
@@ -243,7 +243,7 @@ def take_share(sessions: sessionmaker[Session], settle_s: float = 1.0) -> CoreSh
     return CoreShare(min(wanted, free))
 
 
-def free_threads(sessions: sessionmaker[Session]) -> int:
+def free_threads(sessions: Sessions) -> int:
     """The host's cores less the threads of the runs on it that heartbeat."""
     host = socket.gethostname()
     with sessions() as session:
@@ -254,6 +254,6 @@ def free_threads(sessions: sessionmaker[Session]) -> int:
     return machine_cores() - busy
 
 
-def queued(sessions: sessionmaker[Session]) -> bool:
+def queued(sessions: Sessions) -> bool:
     with sessions() as session:
         return session.scalar(select(Run.id).where(Run.status == RunStatus.queued).limit(1)) is not None
