@@ -116,7 +116,6 @@ class Program(Base):
     label: Mapped[str] = mapped_column(String(100))  # "zero-shot", "labeled demos", "random #2"...
     role: Mapped[str] = mapped_column(String(20), default="candidate")  # candidate | teacher | result
     state: Mapped[dict[str, Any]] = mapped_column()  # per module: signature (instructions) + demos
-    adapter_path: Mapped[str | None] = mapped_column(Text)
     val_score: Mapped[float | None] = mapped_column(Float)  # on the whole valset; NULL when scoring stopped early
     val_scored: Mapped[int | None] = mapped_column(Integer)  # validation examples it was scored on
     val_size: Mapped[int | None] = mapped_column(Integer)  # of a validation set this size

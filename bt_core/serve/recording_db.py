@@ -44,11 +44,10 @@ class RunRecorder(Recorder):
         key = state_key(program)
         if key in self.programs and role != "teacher":
             return self.programs[key]
-        lm = program.bound_lm()
 
         def add(session: Session) -> int:
             row = Program(run_id=self.run_id, step_id=self.step_id, label=label, role=role,
-                          state=program.dump_state(), adapter_path=lm.adapter_path if lm else None)
+                          state=program.dump_state())
             session.add(row)
             session.flush()
             return row.id

@@ -57,7 +57,7 @@ def test_revision_1_is_the_models_without_the_columns_added_since(raw):
         ("add_column", "runs", "matmul_gflops"), ("add_column", "runs", "model_params"),
         ("add_column", "steps", "peak_rss_mb"),
         ("add_column", "traces", "computed_prompt_tokens"), ("add_column", "trainings", "shortened"),
-        ("add_column", "trainings", "tokens_cut")]
+        ("add_column", "trainings", "tokens_cut"), ("remove_column", "programs", "adapter_path")]
 
 
 @pytest.mark.parametrize("with_attempt", [False, True], ids=["before-issue-15", "after-issue-15"])
@@ -69,6 +69,7 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_rows(raw, db_ur
                               ("traces", "computed_prompt_tokens"), ("steps", "peak_rss_mb"),
                               ("runs", "model_params"), ("runs", "matmul_gflops"), ("runs", "backend")):
             connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        connection.execute(text("ALTER TABLE programs ADD COLUMN adapter_path TEXT"))  # dropped since
         if not with_attempt:
             connection.execute(text("ALTER TABLE runs DROP COLUMN attempt"))
         connection.execute(text("INSERT INTO experiments (id, name, created_at, grid) "
