@@ -52,16 +52,15 @@ from pathlib import Path
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bt_core.serve.queue import MAX_SEEDS, launch_experiment
+from bt_core.strategy import parse_strategy
+from bt_core.tasks import get_task
+from db import queries
+from db.models import ExampleScore, Run, RunStatus, Step, StepStatus, Trace
+from db.session import Sessions, database_url, get_engine, session_factory
+from tests.tiny_model import build_tiny_model
 
-from bt_core.serve.queue import MAX_SEEDS, launch_experiment  # noqa: E402
-from bt_core.strategy import parse_strategy  # noqa: E402
-from bt_core.tasks import get_task  # noqa: E402
-from db import queries  # noqa: E402
-from db.models import ExampleScore, Run, RunStatus, Step, StepStatus, Trace  # noqa: E402
-from db.session import Sessions, database_url, get_engine, session_factory  # noqa: E402
-from tests.tiny_model import build_tiny_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STRATEGY = "p -> w -> p"
 REFRESH_S = 0.5

@@ -24,13 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bt_core.serve.cores import machine_cores  # noqa: E402
-from bt_core.serve.queue import launch_experiment  # noqa: E402
-from db.models import Run, RunStatus  # noqa: E402
-from db.session import Sessions, session_factory  # noqa: E402
+from bt_core.serve.cores import machine_cores
+from bt_core.serve.queue import launch_experiment
+from db.models import Run, RunStatus
+from db.session import Sessions, session_factory
 
 STRATEGY = "p -> w -> p"
 
@@ -42,6 +39,8 @@ def start_worker(home: Path, url: str, index: int) -> subprocess.Popen:
         env.pop(setting, None)
     return subprocess.Popen([sys.executable, "-m", "bt_core", "worker"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def queue(sessions: Sessions, budget: str, seed: int) -> int:

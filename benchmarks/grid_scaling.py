@@ -21,12 +21,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bt_core.serve.queue import launch_experiment
+from db.models import Run, RunStatus
+from db.session import get_engine, session_factory
 
-from bt_core.serve.queue import launch_experiment  # noqa: E402
-from db.models import Run, RunStatus  # noqa: E402
-from db.session import get_engine, session_factory  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve_grid(args: argparse.Namespace, *executor: str) -> float:

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bt_core import adapter  # noqa: E402
-from bt_core.lm.base import LM, Completion, LoraConfig, Messages, SamplingParams  # noqa: E402
-from bt_core.lm.hf import HFLM  # noqa: E402
-from bt_core.lm.models import ModelSpec, resolve_model  # noqa: E402
-from bt_core.tasks import get_task  # noqa: E402
+from bt_core import adapter
+from bt_core.lm.base import LM, Completion, LoraConfig, Messages, SamplingParams
+from bt_core.lm.hf import HFLM
+from bt_core.lm.models import ModelSpec, resolve_model
+from bt_core.tasks import get_task
 
 ADAPTER = LoraConfig(rank=16, alpha=32, epochs=1, batch_size=4)  # the default budget's shape
 

@@ -16,19 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bt_core.evaluate import EvaluationResult, evaluate  # noqa: E402
-from bt_core.lm import prefix  # noqa: E402
-from bt_core.lm.hf import HFLM  # noqa: E402
-from bt_core.lm.models import resolve_model  # noqa: E402
-from bt_core.modules import Module  # noqa: E402
-from bt_core.optimizers.bootstrap import LabeledFewShot  # noqa: E402
-from bt_core.tasks import get_task  # noqa: E402
+from bt_core.evaluate import EvaluationResult, evaluate
+from bt_core.lm import prefix
+from bt_core.lm.hf import HFLM
+from bt_core.lm.models import resolve_model
+from bt_core.modules import Module
+from bt_core.optimizers.bootstrap import LabeledFewShot
+from bt_core.tasks import get_task
 
 
 def candidate(demos: int, examples: int) -> tuple[Module, list]:

@@ -9,16 +9,14 @@ query modules have to beat them on the second hop.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bt_core.retrieval import BM25Retriever
+from bt_core.tasks.hotpotqa import passage_pool, source_rows
 
-from bt_core.retrieval import BM25Retriever  # noqa: E402
-from bt_core.tasks.hotpotqa import passage_pool, source_rows  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 KS = (1, 3, 5, 10)
 

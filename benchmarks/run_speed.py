@@ -21,11 +21,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from db.models import Run, Step
+from db.session import get_engine, session_factory
 
-from db.models import Run, Step  # noqa: E402
-from db.session import get_engine, session_factory  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_run(args: argparse.Namespace, reuse: bool) -> tuple[float, list[tuple[float | None, float | None]]]:

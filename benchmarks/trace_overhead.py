@@ -10,22 +10,18 @@ calls, which is the overhead independent of generation noise.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bt_core.evaluate import evaluate  # noqa: E402
-from bt_core.lm.hf import HFLM, load_base  # noqa: E402
-from bt_core.lm.models import resolve_model  # noqa: E402
-from bt_core.recording import Count, recording  # noqa: E402
-from bt_core.serve.queue import launch_experiment  # noqa: E402
-from bt_core.serve.recording_db import RunRecorder  # noqa: E402
-from bt_core.tasks import get_task  # noqa: E402
-from db.models import Step  # noqa: E402
-from db.session import session_factory  # noqa: E402
+from bt_core.evaluate import evaluate
+from bt_core.lm.hf import HFLM, load_base
+from bt_core.lm.models import resolve_model
+from bt_core.recording import Count, recording
+from bt_core.serve.queue import launch_experiment
+from bt_core.serve.recording_db import RunRecorder
+from bt_core.tasks import get_task
+from db.models import Step
+from db.session import session_factory
 
 
 class TimedRecorder(RunRecorder):

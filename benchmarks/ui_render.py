@@ -13,24 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from sqlalchemy import insert
 
-from sqlalchemy import insert  # noqa: E402
-
-from bt_core.adapter import format_completion, render  # noqa: E402
-from bt_core.strategy import format_strategy, parse_strategy  # noqa: E402
-from bt_core.tasks.iris import FEATURES, SPECIES, IrisProgram  # noqa: E402
-from db.models import ExampleScore, Experiment, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow  # noqa: E402
-from db.session import session_factory  # noqa: E402
-from ui.common import PAGES  # noqa: E402
+from bt_core.adapter import format_completion, render
+from bt_core.strategy import format_strategy, parse_strategy
+from bt_core.tasks.iris import FEATURES, SPECIES, IrisProgram
+from db.models import ExampleScore, Experiment, Program, Run, RunStatus, Step, StepStatus, Trace, Training, utcnow
+from db.session import session_factory
+from ui.common import PAGES
 
 STRATEGIES = ("p -> w -> p", "vanilla", "p", "w")
 EVALUATIONS = 8  # split evaluations per run, averaged over STRATEGIES: sizes the splits
@@ -130,6 +126,8 @@ def _evaluate(program: Program, split: str, examples: int, demos: list[dict], ac
                       "completion": format_completion(SIGNATURE, outputs), "parsed": outputs,
                       "parse_error": None, "prompt_tokens": 240, "completion_tokens": 30,
                       "latency_ms": rng.uniform(200, 900), "cache_hit": rng.random() < 0.2})
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def render_seconds(url: str, page: str, repeat: int) -> float:

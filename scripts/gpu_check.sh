@@ -23,8 +23,7 @@ from pathlib import Path
 
 from transformers.utils import logging as transformers_logging
 
-sys.path.insert(0, os.getcwd())
-from tests.tiny_model import build_tiny_model  # noqa: E402
+from tests.tiny_model import build_tiny_model
 
 work = Path(sys.argv[1])
 transformers_logging.disable_progress_bar()  # saving the model draws one; the check's output is its lines
