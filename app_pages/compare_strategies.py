@@ -8,7 +8,7 @@ import streamlit as st
 from db import queries
 from ui.charts import score_bars, step_curves
 from ui.common import pick_experiment, run_label, sessions
-from ui.comparison import compare, csv_table, grid, pair_deltas, run_groups
+from ui.compare_strategies import compare, csv_table, grid, pair_deltas, run_groups
 from ui.tables import strategy_order
 
 db = sessions()

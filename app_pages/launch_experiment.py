@@ -16,7 +16,7 @@ from bt_core.tasks import get_task, task_names
 from db import queries
 from db.limits import EXPERIMENT_NAME_MAX
 from ui.common import PAGES, sessions
-from ui.settings import advanced_settings
+from ui.launch_experiment import advanced_settings
 from ui.tables import STRATEGY_ORDER, duration
 
 CPU_SECONDS_PER_CALL = 0.5  # the embedded model on a 2-core CPU, until this machine has history

@@ -8,7 +8,7 @@ import streamlit as st
 
 from db import queries
 from ui.common import STATUS_COLORS, STATUS_ICONS, current_run, pick_experiment, sessions, set_current_run
-from ui.run_detail import run_detail
+from ui.runs_monitor import run_detail
 from ui.tables import duration, percent
 
 PAGE_SIZE = 50

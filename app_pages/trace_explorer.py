@@ -9,7 +9,7 @@ import streamlit as st
 from db import queries
 from ui.common import SPLITS, sessions
 from ui.tables import example_matrix, filter_examples
-from ui.traces import pick_run_views, pick_step_views, show_example_under
+from ui.trace_explorer import pick_run_views, pick_step_views, show_example_under
 
 MARKS = {1.0: "✓", 0.0: "✗"}
 

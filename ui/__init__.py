@@ -1,6 +1,5 @@
-"""Dashboard helpers shared by the pages in app_pages/: pickers, tables, charts, plain-text renderers.
-
-`common` holds the database handle, pickers and text renderers; `tables` and `charts` are pure
-pandas and plotly shaping; `run_detail`, `traces` and `settings` are the bigger pieces of the
-Runs, Traces and Launch pages.
+"""Dashboard helpers for the pages in app_pages/, each named after the page it serves
+(`compare_strategies`, `launch_experiment`, `runs_monitor`, `trace_explorer`); `common` holds the
+database handle, pickers and text renderers shared by all, and `tables` and `charts` are pure
+pandas and plotly shaping.
 """

@@ -17,7 +17,7 @@ from db.models import Run, RunStatus, Step, StepStatus, utcnow
 from db.session import session_factory
 from tests.conftest import bt
 from tests.ui.test_pages import start
-from ui.run_detail import _zip
+from ui.runs_monitor import _zip
 
 
 @pytest.fixture

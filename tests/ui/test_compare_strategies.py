@@ -1,4 +1,4 @@
-"""ui.comparison on a database of known scores (tests/comparedb.py): like runs grouped, step 0
+"""ui.compare_strategies on a database of known scores (tests/comparedb.py): like runs grouped, step 0
 standing in for vanilla, each cell's interval and each delta's p-value as scipy computes them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from scipy import stats
 from db import queries
 from db.session import session_factory
 from tests.comparedb import OTHER_PASSING, PASSING, TEST, VANILLA, build_compare_db
-from ui.comparison import Comparison, compare, csv_table, grid, pair_deltas
+from ui.compare_strategies import Comparison, compare, csv_table, grid, pair_deltas
 
 pytestmark = pytest.mark.ui
 
