@@ -77,6 +77,11 @@ def _with_elapsed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _seconds(frame: pd.DataFrame) -> pd.Series:
+    """A step's duration from its started_at and finished_at (NaN while it runs)."""
+    return (_timestamps(frame["finished_at"]) - _timestamps(frame["started_at"])).dt.total_seconds()
+
+
 def _timestamps(column: pd.Series) -> pd.Series:
     return pd.to_datetime(column).astype("datetime64[us]")
 
@@ -97,7 +102,7 @@ def steps(sessions: Sessions, run_id: int) -> pd.DataFrame:
                    Step.started_at, Step.finished_at, Step.adapter_path, Step.error)
             .where(Step.run_id == run_id).order_by(Step.index))
     frame = _frame(sessions, stmt)
-    frame["seconds"] = (_timestamps(frame["finished_at"]) - _timestamps(frame["started_at"])).dt.total_seconds()
+    frame["seconds"] = _seconds(frame)
     return frame
 
 
@@ -123,7 +128,7 @@ def step_profile(sessions: Sessions, run_id: int) -> pd.DataFrame:
             .outerjoin(training, training.c.step_id == Step.id)
             .where(Step.run_id == run_id).order_by(Step.index))
     frame = _frame(sessions, stmt)
-    frame["seconds"] = (_timestamps(frame["finished_at"]) - _timestamps(frame["started_at"])).dt.total_seconds()
+    frame["seconds"] = _seconds(frame)
     flops = 2 * frame["model_params"].astype(float) * (frame["prompt_computed"] + frame["completion_tokens"])
     inference_s = (frame["seconds"] - frame["training_s"]).where(lambda s: s > 0)
     frame["gflops"] = flops / inference_s / 1e9
