@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BT_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may download weights or data
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # DSPy's litellm would otherwise fetch its price list
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from bt_core.serve.config import shown_backend
-from bt_core.serve.export import adapter_files, adapter_folder, program_document
+from bt_core.serve.export import adapter_files, adapter_folder, dspy_state, program_document
 from bt_core.serve.profile import ceiling_note, profile_table
 from bt_core.serve.queue import delete_run, request_cancel, retry_run
 from db import queries
@@ -167,9 +167,13 @@ def _export(db: Sessions, info: dict[str, Any]) -> None:
         st.info("Nothing to export until a step finishes.")
         return
     program = program_document({**info, "backend": shown_backend(info["backend"], info["config"])}, final)
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     left.download_button("Program JSON", json.dumps(program, indent=2), f"run-{info['id']}-program.json",
                          "application/json", icon=":material/download:", on_click="ignore")
+    middle.download_button("Program for DSPy", json.dumps(dspy_state(final["program_state"]), indent=2),
+                           f"run-{info['id']}-program.dspy.json", "application/json", icon=":material/download:",
+                           on_click="ignore", help="DSPy 3.x saved state: load it with `program.load(path)` into a "
+                           "DSPy program of the same shape (see the README's Export section)")
     try:
         adapter = adapter_folder(info["id"], final["adapter_path"])
     except ValueError as exc:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from bt_core.serve.config import shown_backend
 from bt_core.serve.cores import requested_threads
-from bt_core.serve.export import adapter_files, adapter_folder, program_document
+from bt_core.serve.export import adapter_files, adapter_folder, dspy_state, program_document
 from db import queries
 from db.limits import EXPERIMENT_NAME_MAX
 from db.models import Experiment, Run, RunStatus, Step, Training
@@ -242,12 +242,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                                    {"label": final.label, "val_score": final.val_score,
                                     "test_score": final.test_score, "program_state": final.program_state})
         (args.dir / "program.json").write_text(json.dumps(program, indent=2))
+        (args.dir / "program.dspy.json").write_text(json.dumps(dspy_state(final.program_state), indent=2))
         if adapter is not None:
             for file in adapter_files(adapter):
                 target = args.dir / "adapter" / file.relative_to(adapter)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(file, target)
-    print(f"wrote {args.dir / 'program.json'}" + (f" and {args.dir / 'adapter'}" if adapter else ""))
+    print(f"wrote {args.dir / 'program.json'}, {args.dir / 'program.dspy.json'}"
+          + (f" and {args.dir / 'adapter'}" if adapter else ""))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What a run exports as: one JSON document and its PEFT adapter, the same from the CLI and the UI."""
+"""What a run exports as: one JSON document, the same program in DSPy's saved-state format, and its
+PEFT adapter; the same from the CLI and the UI."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from bt_core.modules import SOURCE
+from bt_core.signatures import Field
 from db.session import artifacts_root
+
+# The DSPy release whose `Module.save(path.json)` layout `dspy_state` writes and the round-trip test loads.
+# DSPy compares it with its own version on load and only warns on a mismatch.
+DSPY_FORMAT = {"python": "3.11", "dspy": "3.4.1", "cloudpickle": "3.1"}
 
 
 def artifacts_dir(run_id: int) -> Path:
@@ -47,3 +54,29 @@ def program_document(run: Mapping[str, Any], step: Mapping[str, Any]) -> dict[st
     return {"task": run["task"], "model": run["model"], "backend": run["backend"], "strategy": run["strategy"],
             "step": step["label"],
             "val_score": step["val_score"], "test_score": step["test_score"], "modules": step["program_state"]}
+
+
+def dspy_state(program_state: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A stored program state as DSPy 3.x's saved state, for `dspy_program.load("program.dspy.json")`.
+
+    A predictor whose outputs start with `reasoning` renders exactly as ChainOfThought does here, so
+    it becomes a `dspy.ChainOfThought`, whose one parameter DSPy names `<name>.predict`; any other
+    becomes a `dspy.Predict` of the same name. Fields keep their order (inputs, then outputs), with
+    their labels as DSPy prefixes. A demo that holds every field, reasoning included, is one the p
+    step bootstrapped, which DSPy marks `augmented`; labeled demos are plain examples. Demos lose
+    only our `_source` key. The LM stays unset: the weights that w trained are the PEFT adapter.
+    """
+    state: dict[str, Any] = {}
+    for name, predictor in program_state.items():
+        signature = predictor["signature"]
+        fields = [Field(**f) for f in (*signature["inputs"], *signature["outputs"])]
+        names = [f.name for f in fields]
+        chain_of_thought = signature["outputs"][0]["name"] == "reasoning"
+        demos = [{**{k: v for k, v in demo.items() if k != SOURCE},
+                  **({"augmented": True} if all(demo.get(n) not in (None, "") for n in names) else {})}
+                 for demo in predictor["demos"]]
+        state[f"{name}.predict" if chain_of_thought else name] = {
+            "traces": [], "train": [], "demos": demos, "lm": None,
+            "signature": {"instructions": signature["instructions"],
+                          "fields": [{"prefix": f"{f.label}:", "description": f.desc} for f in fields]}}
+    return {**state, "metadata": {"dependency_versions": DSPY_FORMAT}}

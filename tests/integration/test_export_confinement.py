@@ -98,10 +98,11 @@ def test_the_dashboard_offers_no_download_of_a_folder_outside(tmp_path, artifact
     run_id = finished_run(url, "/etc")
     app = start(url, monkeypatch, "runs", run=run_id)
     assert any(f"run {run_id}'s adapter path /etc is outside its artifacts folder" in e.value for e in app.error)
-    assert [b.label for b in app.get("download_button")] == ["Program JSON"]
+    assert [b.label for b in app.get("download_button")] == ["Program JSON", "Program for DSPy"]
     folder = adapter(artifacts / f"run-{run_id}" / "attempt-1" / "adapter-0a1b")
     with session_factory(url).begin() as session:
         session.execute(update(Step).values(adapter_path=str(folder)))
     app.run()
     assert not app.error
-    assert [b.label for b in app.get("download_button")] == ["Program JSON", "LoRA adapter (PEFT, zip)"]
+    assert [b.label for b in app.get("download_button")] == ["Program JSON", "Program for DSPy",
+                                                             "LoRA adapter (PEFT, zip)"]

@@ -88,6 +88,28 @@ def test_cli_show_list_and_export(filled_db, tmp_path):
     assert PeftConfig.from_pretrained(str(tmp_path / "out" / "adapter")).r == 8
 
 
+def test_an_exported_iris_program_loads_into_dspy(filled_db, tmp_path):
+    import dspy
+
+    run = runs_by_strategy(filled_db)["p -> w -> p"]
+    assert bt("--db", filled_db, "export", str(run.id), str(tmp_path)).returncode == 0
+    ours = json.loads((tmp_path / "program.json").read_text())["modules"]["classify"]
+    assert ours["demos"], "the p step gave the final program demos"
+
+    class Iris(dspy.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classify = dspy.ChainOfThought("sepal_length, sepal_width, petal_length, petal_width -> species")
+
+    theirs = Iris()
+    theirs.load(str(tmp_path / "program.dspy.json"))
+    predict = theirs.classify.predict
+    assert predict.signature.instructions == ours["signature"]["instructions"]
+    assert [{k: v for k, v in demo.items() if k != "augmented"} for demo in predict.demos] == \
+        [{k: v for k, v in demo.items() if k != "_source"} for demo in ours["demos"]]
+    assert [bool(demo.get("augmented")) for demo in predict.demos] == [bool(d.get("reasoning")) for d in ours["demos"]]
+
+
 def test_cli_run_in_the_foreground(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
     result = bt("--db", url, "run", "--task", "iris", "--strategy", "vanilla", "--budget", "smoke")

@@ -148,7 +148,8 @@ def test_runs_page_lists_done_runs_and_details_one(filled_db, monkeypatch):
     assert profile["peak memory"].str.fullmatch(r"\d+\.\d GB").all()
     assert "model 134.5M parameters" in shown_text(app)
     assert any(job["losses"] for job in queries.trainings(session_factory(filled_db), runs["p -> w -> p"]))
-    assert {b.label for b in app.get("download_button")} >= {"Program JSON", "LoRA adapter (PEFT, zip)"}
+    assert {b.label for b in app.get("download_button")} >= {"Program JSON", "Program for DSPy",
+                                                             "LoRA adapter (PEFT, zip)"}
 
 
 def test_runs_actions_cancel_retry_delete(db_copy, monkeypatch):
