@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from bt_core.evaluate import Metric, evaluate
 from bt_core.modules import Example, Module
@@ -26,12 +26,25 @@ class Optimizer(Protocol):
                 valset: list[Example] | None = None) -> Module: ...
 
 
+@runtime_checkable
+class ScoresItsChoice(Protocol):
+    """An optimizer that scores the program it returns on validation while choosing it (random search)."""
+
+    def validation_score(self, valset: list[Example]) -> float | None: ...
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     index: int  # 0 is the unoptimized program, 1.. the strategy's steps
     kind: str  # "vanilla" or the optimizer's name: "p", "w", ...
     label: str  # the strategy prefix that produces it: "vanilla", "p", "p -> w", ...
     apply: Callable[[Module], Module]  # the previous step's program -> this step's
+    optimizer: Optimizer | None = None  # None for the vanilla step
+
+    def known_val_score(self, valset: list[Example]) -> float | None:
+        """The score the step's optimizer gave its result on all of `valset` after apply(), so
+        that scoring the step does not run the validation set again; None when it has none."""
+        return self.optimizer.validation_score(valset) if isinstance(self.optimizer, ScoresItsChoice) else None
 
 
 @dataclass
@@ -62,7 +75,9 @@ class BetterTogether:
         self.candidate_programs = []
         for step in self.steps(trainset, valset):
             program = step.apply(program)
-            self.candidate_programs.append(StepCandidate(step.label, program, self._score(program, valset)))
+            score = step.known_val_score(valset)
+            self.candidate_programs.append(StepCandidate(
+                step.label, program, self._score(program, valset) if score is None else score))
         return program
 
     @property
@@ -77,7 +92,8 @@ class BetterTogether:
             shuffled = random.Random(self.seed * 1000 + index - 1).sample(trainset, len(trainset))
             optimizer = self.optimizers[kind]
             yield PlannedStep(index, kind, format_strategy(self.kinds[:index]),
-                              lambda program, o=optimizer, t=shuffled: o.compile(program, trainset=t, valset=valset))
+                              lambda program, o=optimizer, t=shuffled: o.compile(program, trainset=t, valset=valset),
+                              optimizer)
 
     def _split(self, trainset: list[Example], valset: list[Example] | None):
         if valset:

@@ -58,6 +58,12 @@ class BootstrapFewShotWithRandomSearch:
         assert best is not None, "the first candidate has nothing to beat, so it is scored in full"
         return best.program
 
+    def validation_score(self, valset: list[Example]) -> float | None:
+        """The chosen program's score, when the search scored it on every example of `valset` (its
+        validation subsample was the whole set); None otherwise."""
+        best = self._best()
+        return best.score if best is not None and best.scored == len(valset) else None
+
     def _best(self) -> Candidate | None:
         """The best candidate scored on the whole valset (its ceiling is its score); max keeps the
         first of equals."""

@@ -37,7 +37,7 @@ class RunRecorder(Recorder):
     def __init__(self, lease: Lease, step_id: int, step_label: str) -> None:
         self.lease, self.run_id, self.step_id, self.step_label = lease, lease.run_id, step_id, step_label
         self.programs: dict[str, int] = {}  # state_key -> program id, within this step
-        self.val_scores: dict[int | None, tuple[int, float]] = {}  # program id -> (examples, score)
+        self._full_scores: dict[int | None, int] = {}  # program id -> validation examples it was scored on in full
         self._last_progress = 0.0
 
     def program(self, program: Module, label: str, role: str = "candidate") -> int:
@@ -59,18 +59,14 @@ class RunRecorder(Recorder):
     def program_score(self, program_id: int | None, result: EvaluationResult) -> None:
         """A stopped evaluation stores no score, only how far it got and its ceiling; it never
         replaces the full score of the same program met as an earlier candidate."""
-        if not result.complete and self.known_val_score(program_id, result.total) is not None:
+        if not result.complete and self._full_scores.get(program_id) == result.total:
             return
         values = {"val_score": result.score if result.complete else None, "val_scored": len(result.results),
                   "val_size": result.total, "val_ceiling": None if result.complete else result.ceiling}
         self.lease.write(lambda session: session.execute(
             update(Program).where(Program.id == program_id).values(**values)), what="program score")
         if result.complete:
-            self.val_scores[program_id] = (result.total, result.score)
-
-    def known_val_score(self, program_id: int | None, examples: int) -> float | None:
-        known = self.val_scores.get(program_id)
-        return known[1] if known and known[0] == examples else None
+            self._full_scores[program_id] = result.total
 
     def mark_chosen(self, program_id: int) -> None:
         self.lease.write(lambda session: session.execute(

@@ -99,7 +99,8 @@ def execute_run(lease: Lease) -> None:
         try:
             with recording(recorder):
                 program = step.apply(program)
-                scores = score_step(program, recorder, task, splits, config, last=step is steps[-1])
+                scores = score_step(program, recorder, task, splits, config, last=step is steps[-1],
+                                    known_val=step.known_val_score(splits.val))
         except LeaseLost:
             raise
         except BaseException as exc:
@@ -141,12 +142,12 @@ def build_optimizers(config: RunConfig, task: Task, out_dir: Path) -> dict[str, 
     }
 
 
-def score_step(program: Module, recorder: RunRecorder, task: Task, splits: Splits, config: RunConfig,
-               last: bool) -> tuple[float, float | None]:
-    """Validation (reused when a candidate was already scored on the whole set) and test scores."""
+def score_step(program: Module, recorder: RunRecorder, task: Task, splits: Splits, config: RunConfig, *,
+               last: bool, known_val: float | None) -> tuple[float, float | None]:
+    """Validation (`known_val` when the step's optimizer scored its result on the whole set) and test scores."""
     program_id = recorder.program(program, "step result", role="result")
     recorder.mark_chosen(program_id)
-    val = recorder.known_val_score(program_id, len(splits.val))
+    val = known_val
     if val is None:
         result = evaluate(program, splits.val, task.metric, split="val", program_id=program_id,
                           threads=config.threads, details=task.details)
