@@ -132,6 +132,26 @@ print(json.dumps(report))
 LAUNCH = "app_pages/launch_experiment.py"
 
 
+def body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from a function's first statement after its docstring to its last."""
+    body = function.body
+    if ast.get_docstring(function) is not None:
+        body = body[1:]
+    return body[-1].end_lineno - body[0].lineno + 1 if body else 0
+
+
+def test_functions_stay_short():
+    """The median function a reader meets is a few lines, and none outgrows a screen."""
+    files = [ROOT / "app.py", *(f for package in OWN_PACKAGES for f in sorted((ROOT / package).rglob("*.py"))
+                                if "versions" not in f.parts)]
+    lengths = {f"{path.relative_to(ROOT)}:{node.name}": body_lines(node) for path in files
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    ordered = sorted(lengths.values())
+    assert ordered[len(ordered) // 2] <= 6
+    assert {name: n for name, n in lengths.items() if n > 50} == {}
+
+
 @pytest.fixture(scope="module")
 def pages_loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[str]]]:
     """For real: every page rendered in a fresh interpreter, and what it had loaded after each."""
