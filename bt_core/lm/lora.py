@@ -10,7 +10,7 @@ caller, which stores it for the dashboard's training curve.
 
 from __future__ import annotations
 
-import copy
+import ctypes
 import random
 import time
 import warnings
@@ -33,10 +33,13 @@ warnings.filterwarnings("ignore", message="Could not find a config file in .* - 
 def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages], config: LoraConfig,
                out_dir: Path, on_log: Callable[[int, float], None] | None = None,
                start_adapter: str | None = None) -> TrainingLog:
-    """Train an adapter on a copy of the base `model` (the caller's model stays untouched) and save it.
+    """Train an adapter on the base `model` and save it; the model comes back as it was.
 
-    From `start_adapter` when given: a later w step starts from the LM the previous one made
-    (keeping that adapter's rank and targets), and its result is still one plain adapter of the base.
+    peft wraps the model's own layers (no copy of its weights, which would double a w step's
+    memory) and unwraps them afterwards, even when training fails; the caller holds the lock that
+    keeps generation off the model meanwhile. From `start_adapter` when given: a later w step
+    starts from the LM the previous one made (keeping that adapter's rank and targets), and its
+    result is still one plain adapter of the base.
     """
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model
@@ -45,12 +48,33 @@ def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages],
         raise ValueError("no training conversations: no trace passed the metric")
     torch.manual_seed(config.seed)
     start = time.perf_counter()
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
     if start_adapter is None:
-        peft_model = get_peft_model(copy.deepcopy(model), PeftLoraConfig(
+        peft_model = get_peft_model(model, PeftLoraConfig(
             r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
             target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
     else:
-        peft_model = PeftModel.from_pretrained(copy.deepcopy(model), start_adapter, is_trainable=True)
+        peft_model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
+    try:
+        return _train(peft_model, tokenizer, conversations, config, out_dir, on_log, start)
+    finally:
+        peft_model.unload().eval()
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen[name])
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps the freed activations of training in its heaps, where they would count in every
+    later step's resident memory; malloc_trim hands them back to the system (a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _train(peft_model, tokenizer, conversations: list[Messages], config: LoraConfig, out_dir: Path,
+           on_log: Callable[[int, float], None] | None, start: float) -> TrainingLog:
     peft_model.train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=config.learning_rate)
@@ -62,8 +86,7 @@ def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages],
         order.shuffle(examples)
         for batch_start in range(0, len(examples), config.batch_size):
             follow_threads()  # a share given back mid-training applies from the next step
-            loss = _train_step(peft_model, optimizer, examples[batch_start:batch_start + config.batch_size],
-                               tokenizer.pad_token_id)
+            loss = _train_step(peft_model, optimizer, examples[batch_start:batch_start + config.batch_size])
             step += 1
             losses.append((step, loss))
             if on_log:
@@ -142,15 +165,36 @@ def _shorten_input(tokenizer, messages: Messages, max_length: int) -> Messages:
     return with_words(low)
 
 
-def _train_step(model, optimizer, batch: list[SFTExample], pad_id: int) -> float:
-    width = max(len(e.input_ids) for e in batch)
-    pad = lambda seq, value: seq + [value] * (width - len(seq))
-    input_ids = torch.tensor([pad(e.input_ids, pad_id) for e in batch])
-    labels = torch.tensor([pad(e.labels, -100) for e in batch])
-    mask = torch.tensor([pad([1] * len(e.input_ids), 0) for e in batch])
-    loss = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                 labels=labels.to(model.device)).loss
-    loss.backward()
+def _train_step(model, optimizer, batch: list[SFTExample]) -> float:
+    """One optimizer step on the batch's mean token loss, taken one conversation at a time with the
+    gradients summed: what the backward pass keeps is one conversation's activations, not the
+    batch's, and no pad token is computed."""
+    labelled = sum(label != -100 for e in batch for label in e.labels[1:])  # the first token predicts nothing
+    total = 0.0
+    for example in batch:
+        input_ids = torch.tensor([example.input_ids], device=model.device)
+        labels = torch.tensor([example.labels], device=model.device)
+        loss = completion_loss(model, input_ids, torch.ones_like(input_ids), labels, reduction="sum") / labelled
+        loss.backward()
+        total += float(loss.detach())
     optimizer.step()
     optimizer.zero_grad()
-    return float(loss.detach())
+    return total
+
+
+def completion_loss(model, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                    reduction: str = "mean") -> torch.Tensor:
+    """Transformers' causal-LM loss (next-token cross-entropy over the labelled tokens, their mean
+    or sum), with logits computed only from the first position that predicts a label on.
+
+    Only the completion is labelled, and it ends each row: the prompt's logits (sequence x
+    vocabulary floats, kept for the backward pass) were most of a training step's memory.
+    """
+    labelled = (labels != -100).any(dim=0).nonzero()
+    if labelled.numel() == 0:
+        raise ValueError("a training batch without a labelled token: nothing to learn from")
+    keep = labels.shape[1] - int(labelled[0]) + 1  # the position before the first label predicts it
+    logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=keep).logits[:, :-1]
+    targets = labels[:, labels.shape[1] - keep + 1:]
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100,
+                                             reduction=reduction)
