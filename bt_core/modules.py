@@ -131,9 +131,6 @@ class Module:
     def predictors(self) -> list[Predict]:
         return [p for _, p in self.named_predictors()]
 
-    def predictor_name(self, predictor: Predict) -> str:
-        return next(name for name, p in self.named_predictors() if p is predictor)
-
     def set_lm(self, lm: LM | None) -> None:
         for p in self.predictors():
             p.lm = lm

@@ -107,9 +107,10 @@ def test_program_end_to_end_with_a_scripted_lm(task):
 
     program = task.program()
     program.set_lm(ScriptedLM(script))
+    names = {id(p): name for name, p in program.named_predictors()}
     for example in splits.test:
         with capture_trace() as calls:
             prediction = program(**example.inputs())
-        assert [program.predictor_name(c.predictor) for c in calls] == ["solve"]
+        assert [names[id(c.predictor)] for c in calls] == ["solve"]
         assert calls[0].messages[-1]["content"] == f"Question: {' '.join(example['question'].split())}"
         assert task.metric(example, prediction) == 1.0
