@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from bt_core.modules import SOURCE
-from bt_core.signatures import Field
+from bt_core.modules import REASONING, SOURCE
+from bt_core.signatures import Signature
 from db.session import artifacts_root
 
 # The DSPy release whose `Module.save(path.json)` layout `dspy_state` writes and the round-trip test loads.
@@ -68,15 +68,15 @@ def dspy_state(program_state: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     """
     state: dict[str, Any] = {}
     for name, predictor in program_state.items():
-        signature = predictor["signature"]
-        fields = [Field(**f) for f in (*signature["inputs"], *signature["outputs"])]
+        signature = Signature.from_dict(predictor["signature"])
+        fields = (*signature.inputs, *signature.outputs)
         names = [f.name for f in fields]
-        chain_of_thought = signature["outputs"][0]["name"] == "reasoning"
+        chain_of_thought = signature.output_names[0] == REASONING.name
         demos = [{**{k: v for k, v in demo.items() if k != SOURCE},
                   **({"augmented": True} if all(demo.get(n) not in (None, "") for n in names) else {})}
                  for demo in predictor["demos"]]
         state[f"{name}.predict" if chain_of_thought else name] = {
             "traces": [], "train": [], "demos": demos, "lm": None,
-            "signature": {"instructions": signature["instructions"],
+            "signature": {"instructions": signature.instructions,
                           "fields": [{"prefix": f"{f.label}:", "description": f.desc} for f in fields]}}
     return {**state, "metadata": {"dependency_versions": DSPY_FORMAT}}
