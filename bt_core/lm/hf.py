@@ -1,13 +1,13 @@
 """The transformers backend: any HF model (folder, cached id or GGUF file), CPU or CUDA.
 
 Weights load once per process and are shared by every HFLM view of the model; a view with an
-adapter uses a copy of the base model with the LoRA merged in, which on CPU decodes as fast
-as the base model (unmerged peft layers add a matmul per projection per token).
+adapter uses the base model with the LoRA merged into copies of the layers it changes (the rest
+stays shared), which on CPU decodes as fast as the base model (unmerged peft layers add a matmul
+per projection per token).
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from contextlib import contextmanager
@@ -31,7 +31,7 @@ from bt_core.lm.base import (
     chat_prompt,
     prefill,
 )
-from bt_core.lm.lora import train_lora
+from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
 from bt_core.lm.threads import follow_threads
@@ -89,9 +89,7 @@ def merged(spec: ModelSpec, adapter_path: str):
 
 @lru_cache(maxsize=1)  # at most one merged copy beside the base: each w step's adapter replaces the last
 def _merge(spec: ModelSpec, adapter_path: str, fingerprint: str, base: torch.nn.Module):
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(copy.deepcopy(base), adapter_path).merge_and_unload().eval()
+    return merged_copy(base, adapter_path)
 
 
 class HFLM(LM):

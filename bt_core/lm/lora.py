@@ -10,6 +10,7 @@ caller, which stores it for the dashboard's training curve.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import random
 import time
@@ -62,6 +63,22 @@ def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages],
         for name, p in model.named_parameters():
             p.requires_grad_(frozen[name])
         _return_freed_memory()
+
+
+def merged_copy(base: torch.nn.Module, adapter_path: str) -> torch.nn.Module:
+    """The base model with an adapter merged in, as a model of its own that holds new weights only for
+    the layers the adapter changes: every other weight (embeddings, MLPs, norms) is the base's own
+    tensor. The default adapter targets the attention projections, a fifth of the weights.
+
+    The copy's parameters are new Parameter objects over the base's storage, and peft's safe merge
+    gives a merged layer a new tensor instead of adding into the shared one, so the base stays as it was.
+    """
+    from peft import PeftModel
+
+    shared = {id(p): torch.nn.Parameter(p.detach(), requires_grad=False) for p in base.parameters()}
+    shared.update({id(b): b for b in base.buffers()})
+    shell = copy.deepcopy(base, shared)
+    return PeftModel.from_pretrained(shell, adapter_path).merge_and_unload(safe_merge=True).eval()
 
 
 def _return_freed_memory() -> None:

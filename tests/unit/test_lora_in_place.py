@@ -1,13 +1,16 @@
 """LoRA trains on the caller's base model in place, with no copy of its weights, and gives it back
 as it was: the memory of a w step is the base's, the adapter's and the activations', not twice the base's."""
 
+import copy
+
 import pytest
 import torch
+from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from bt_core.lm.base import LoraConfig
-from bt_core.lm.lora import completion_loss, train_lora
+from bt_core.lm.lora import completion_loss, merged_copy, train_lora
 from bt_core.serve.profile import peak_memory_mb, reset_peak_memory
 from tests.unit.test_continued_training import CONVERSATIONS
 
@@ -56,3 +59,23 @@ def test_the_completion_loss_is_transformers_own_on_the_full_logits(model_and_to
     with torch.inference_mode():
         full = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         assert torch.allclose(completion_loss(model, input_ids, mask, labels), full, rtol=1e-5)
+
+
+def test_a_merged_copy_holds_new_weights_only_for_the_layers_the_adapter_changes(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    adapter = tmp_path / "adapter"
+    train_lora(model, tokenizer, CONVERSATIONS, LoraConfig(rank=4, alpha=8, epochs=1, batch_size=2, learning_rate=1e-2,
+                                                           target_modules=["q_proj", "v_proj"]), adapter)
+    probe = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        before = model(probe).logits
+        full_copy = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter)).merge_and_unload().eval()
+        expected = full_copy(probe).logits
+    del full_copy
+    merged = merged_copy(model, str(adapter))
+    base_storage = {p.data_ptr() for p in model.parameters()}
+    own = sorted(name for name, p in merged.named_parameters() if p.data_ptr() not in base_storage)
+    assert own == sorted(f"model.layers.{i}.self_attn.{m}.weight" for i in range(4) for m in ("q_proj", "v_proj"))
+    with torch.inference_mode():
+        assert torch.equal(merged(probe).logits, expected) and not torch.equal(expected, before)
+        assert torch.equal(model(probe).logits, before)  # the merge wrote into no shared tensor
