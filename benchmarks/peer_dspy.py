@@ -51,13 +51,14 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+import torch
 
 from bt_core.evaluate import evaluate
 from bt_core.lm.backends import build_lm
 from bt_core.lm.cache import LMCache
+from bt_core.lm.converted import model_dir
 from bt_core.lm.models import EMBEDDED, resolve_model
 from bt_core.lm.vllm.backend import CPU_KV_CACHE_BYTES, VLLMLM, close_engine
-from bt_core.lm.vllm.model import vllm_model_dir
 from bt_core.modules import Example
 from bt_core.serve.config import RunConfig, resolve_config
 from bt_core.serve.runner import build_optimizers
@@ -222,7 +223,7 @@ def main() -> None:
     parser.add_argument("--server-log", default=str(Path(tempfile.gettempdir(), "peer_dspy_vllm_server.log")))
     args = parser.parse_args()
     splits, config = splits_and_config(args.seed)
-    folder = vllm_model_dir(resolve_model(EMBEDDED))
+    folder = model_dir(resolve_model(EMBEDDED), torch.bfloat16)
     with tempfile.TemporaryDirectory(prefix="peer-dspy-") as tmp:
         rows = [run_dspy(folder, splits, config, args, Path(args.server_log))]
         print(f"DSPy: {rows[0]}", flush=True)

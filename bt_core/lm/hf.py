@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
@@ -31,6 +30,7 @@ from bt_core.lm.base import (
     chat_prompt,
     prefill,
 )
+from bt_core.lm.converted import model_dir
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
@@ -55,29 +55,14 @@ def _load_base(spec: ModelSpec):
     transformers_logging.set_verbosity_error()  # GGUF loading reports the tied lm_head as "missing"
     transformers_logging.disable_progress_bar()
     dtype = torch.bfloat16 if device() == "cuda" else torch.float32
-    kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(spec.source, **kwargs)
+    folder = model_dir(spec, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    with _quiet_gguf_conversion():
-        model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype, **kwargs).to(device())
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device())
     model.eval()
     return model, tokenizer
-
-
-@contextmanager
-def _quiet_gguf_conversion() -> Iterator[None]:
-    """Without the per-tensor bar transformers draws while converting GGUF weights (tqdm.auto,
-    which its disable_progress_bar does not reach); it would cut through the CLI's progress."""
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
-
-    bar = gguf_utils.tqdm
-    gguf_utils.tqdm = partial(bar, disable=True)
-    try:
-        yield
-    finally:
-        gguf_utils.tqdm = bar
 
 
 def merged(spec: ModelSpec, adapter_path: str):

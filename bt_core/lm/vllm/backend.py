@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import torch
+
 from bt_core.lm.base import (
     LM,
     Completion,
@@ -30,10 +32,10 @@ from bt_core.lm.base import (
     chat_prompt,
     prefill,
 )
+from bt_core.lm.converted import model_dir
 from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.threads import share
-from bt_core.lm.vllm.model import vllm_model_dir
 
 if TYPE_CHECKING:
     import vllm
@@ -124,7 +126,7 @@ class VLLMLM(LM):
                       max_batch_size=self.max_batch_size)
 
     def engine(self) -> vllm.LLM:
-        return engine(str(vllm_model_dir(self.spec)), self.lora_rank)
+        return engine(str(model_dir(self.spec, torch.bfloat16)), self.lora_rank)
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         from vllm import SamplingParams as VllmSampling
