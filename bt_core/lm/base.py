@@ -81,6 +81,7 @@ class LM(ABC):
     """A chat model, possibly with a LoRA adapter, that generates for batches of conversations."""
 
     backend: str  # names the implementation in cache keys: backends decode the same model differently
+    dtype: str = "float32"  # what the model computes in, for the run profile's ceiling
 
     def __init__(self, name: str, adapter_path: str | None = None,
                  cache: LMCache | None = None, max_batch_size: int = 16) -> None:

@@ -44,17 +44,21 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(spec: ModelSpec):
+def default_dtype() -> torch.dtype:
+    """What `hf` computes in: bf16 on CUDA; fp32 on CPU, where bf16 chose other programs (README)."""
+    return torch.bfloat16 if device() == "cuda" else torch.float32
+
+
+def load_base(spec: ModelSpec, dtype: torch.dtype):
     """Weights and tokenizer, loaded once per process (loading is not thread-safe in transformers)."""
     with _load_lock:
-        return _load_base(spec)
+        return _load_base(spec, dtype)
 
 
 @lru_cache(maxsize=1)  # one base model per process: a worker that moves to another model drops the last
-def _load_base(spec: ModelSpec):
+def _load_base(spec: ModelSpec, dtype: torch.dtype):
     transformers_logging.set_verbosity_error()  # GGUF loading reports the tied lm_head as "missing"
     transformers_logging.disable_progress_bar()
-    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
     folder = model_dir(spec, dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
@@ -65,39 +69,44 @@ def _load_base(spec: ModelSpec):
     return model, tokenizer
 
 
-def merged(spec: ModelSpec, adapter_path: str):
+def merged(spec: ModelSpec, dtype: torch.dtype, adapter_path: str):
     """The base model with an adapter merged in; the fingerprint keys retrained adapters apart."""
-    base, _ = load_base(spec)
+    base, _ = load_base(spec, dtype)
     with _load_lock:
-        return _merge(spec, adapter_path, adapter_fingerprint(adapter_path), base)
+        return _merge(adapter_path, adapter_fingerprint(adapter_path), base)
 
 
 @lru_cache(maxsize=1)  # at most one merged copy beside the base: each w step's adapter replaces the last
-def _merge(spec: ModelSpec, adapter_path: str, fingerprint: str, base: torch.nn.Module):
+def _merge(adapter_path: str, fingerprint: str, base: torch.nn.Module):
     return merged_copy(base, adapter_path)
 
 
 class HFLM(LM):
-    backend = "hf"
+    """`hf` computes in default_dtype(); `hf-bf16` in bf16 everywhere, which CPUs with bf16 dot products
+    (AVX512-BF16, AMX) run two to three times faster, at other greedy choices than fp32's."""
 
-    def __init__(self, spec: ModelSpec, adapter_path: str | None = None, **kwargs) -> None:
+    def __init__(self, spec: ModelSpec, adapter_path: str | None = None, *, backend: str = "hf", **kwargs) -> None:
         super().__init__(spec.name, adapter_path, **kwargs)
-        self.spec = spec
+        if backend not in ("hf", "hf-bf16"):
+            raise ValueError(f"not a transformers backend: {backend!r}")
+        self.spec, self.backend = spec, backend
+        self.torch_dtype = torch.bfloat16 if backend == "hf-bf16" else default_dtype()
+        self.dtype = str(self.torch_dtype).removeprefix("torch.")
 
     @property
     def tokenizer(self):
-        return load_base(self.spec)[1]
+        return load_base(self.spec, self.torch_dtype)[1]
 
     def model(self) -> torch.nn.Module:
         if self.adapter_path is None:
-            return load_base(self.spec)[0]
-        return merged(self.spec, self.adapter_path)
+            return load_base(self.spec, self.torch_dtype)[0]
+        return merged(self.spec, self.torch_dtype, self.adapter_path)
 
     def parameter_count(self) -> int:
-        return sum(p.numel() for p in load_base(self.spec)[0].parameters())
+        return sum(p.numel() for p in load_base(self.spec, self.torch_dtype)[0].parameters())
 
     def with_adapter(self, adapter_path: str | None) -> HFLM:
-        return HFLM(self.spec, adapter_path, cache=self.cache, max_batch_size=self.max_batch_size)
+        return HFLM(self.spec, adapter_path, backend=self.backend, cache=self.cache, max_batch_size=self.max_batch_size)
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         tok = self.tokenizer

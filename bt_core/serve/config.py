@@ -43,7 +43,7 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0, le=SEED_MAX)
     budget: BudgetName = "smoke"
     # The request; before issue 18 the resolved backend (hf, vllm), which reads as that request.
-    backend: Literal["auto", "hf", "vllm"] = "auto"
+    backend: Literal["auto", "hf", "hf-bf16", "vllm"] = "auto"
     sizes: Sizes
     num_candidates: int = Field(3, ge=0)  # random-search candidates beyond the 3 fixed ones
     max_bootstrapped_demos: int = Field(3, ge=0)  # per module

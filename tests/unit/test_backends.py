@@ -4,6 +4,7 @@ is checked on any machine), and that a run's config stores the request, not a re
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bt_core.lm import backends
 from bt_core.lm.models import resolve_model
@@ -24,7 +25,8 @@ def machine(monkeypatch):
 # speed), except for a prefill-bound task, whose long prompts vLLM prefills several times faster.
 @pytest.mark.parametrize("task, requested, resolved", [
     ("iris", "auto", "hf"), ("gsm8k", "auto", "hf"), ("hotpotqa", "auto", "vllm"),
-    ("iris", "hf", "hf"), ("hotpotqa", "hf", "hf"), ("iris", "vllm", "vllm")])
+    ("iris", "hf", "hf"), ("hotpotqa", "hf", "hf"), ("iris", "vllm", "vllm"), ("iris", "hf-bf16", "hf-bf16"),
+    ("hotpotqa", "hf-bf16", "hf-bf16")])
 def test_on_cpu(task, requested, resolved, machine):
     machine(cuda=False)
     assert resolved_here(task, requested) == resolved
@@ -40,12 +42,12 @@ def test_with_cuda_auto_is_vllm(task, machine):
     assert resolved_here(task, "auto") == "vllm"
 
 
-@pytest.mark.parametrize("requested", ["auto", "hf", "vllm"])
+@pytest.mark.parametrize("requested", backends.BACKENDS)
 def test_the_config_stores_the_request(requested):
     """Whatever the launching machine could run: the executing worker resolves it (runner.py)."""
     config = resolve_config("iris", overrides={"backend": requested})
     assert config.backend == requested
-    others = {resolve_config("iris", overrides={"backend": b}).hash() for b in ("auto", "hf", "vllm") if b != requested}
+    others = {resolve_config("iris", overrides={"backend": b}).hash() for b in backends.BACKENDS if b != requested}
     assert config.hash() not in others
 
 
@@ -55,5 +57,21 @@ def test_auto_is_the_default_and_two_auto_requests_are_the_same_run():
 
 
 def test_an_unknown_backend_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown backend 'cuda'; valid: auto, hf, vllm"):
+    with pytest.raises(ValueError, match="unknown backend 'cuda'; valid: auto, hf, hf-bf16, vllm"):
         resolve_config("iris", overrides={"backend": "cuda"})
+
+
+def test_hf_bf16_computes_in_bf16_and_never_shares_a_cached_call_with_fp32(tiny_model, monkeypatch):
+    from bt_core.lm.hf import HFLM
+    from bt_core.lm.models import ModelSpec
+    from bt_core.serve.profile import matmul_gflops
+
+    monkeypatch.setattr("bt_core.lm.hf.device", lambda: "cpu")
+    spec = ModelSpec("tiny", str(tiny_model))
+    fp32, bf16 = HFLM(spec), HFLM(spec, backend="hf-bf16")
+    assert {p.dtype for p in bf16.model().parameters()} == {torch.bfloat16} and bf16.dtype == "bfloat16"
+    assert {p.dtype for p in fp32.model().parameters()} == {torch.float32} and fp32.dtype == "float32"
+    assert bf16.with_adapter(None).backend == "hf-bf16" and fp32.identity != bf16.identity
+    assert matmul_gflops(0.05, bf16.dtype) > 0
+    with pytest.raises(ValueError, match="not a transformers backend: 'vllm'"):
+        HFLM(spec, backend="vllm")

@@ -115,6 +115,7 @@ atexit.register(close_engine)
 
 class VLLMLM(LM):
     backend = "vllm"
+    dtype = "bfloat16"
 
     def __init__(self, spec: ModelSpec, adapter_path: str | None = None, lora_rank: int = 16, **kwargs) -> None:
         super().__init__(spec.name, adapter_path, **kwargs)
