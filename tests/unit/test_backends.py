@@ -75,3 +75,19 @@ def test_hf_bf16_computes_in_bf16_and_never_shares_a_cached_call_with_fp32(tiny_
     assert matmul_gflops(0.05, bf16.dtype) > 0
     with pytest.raises(ValueError, match="not a transformers backend: 'vllm'"):
         HFLM(spec, backend="vllm")
+
+
+def test_a_run_asking_for_hf_bf16_records_it_and_its_ceiling(tiny_model, postgres_url):
+    from db.models import Run
+    from db.session import session_factory
+    from tests.conftest import bt
+    from tests.tiny_model import TINY_MODEL_ENV
+
+    result = bt("--db", postgres_url, "run", "--task", "iris", "--model", str(tiny_model), "--strategy", "p",
+                "--budget", "smoke", "--backend", "hf-bf16", env=TINY_MODEL_ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with session_factory(postgres_url)() as session:
+        run = session.get(Run, 1)
+        assert (run.status, run.backend, run.config["backend"]) == ("done", "hf-bf16", "hf-bf16")
+        assert run.matmul_gflops > 0
+    assert "/ hf-bf16" in bt("--db", postgres_url, "show", "1", env=TINY_MODEL_ENV).stdout

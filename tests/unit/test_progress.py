@@ -37,7 +37,7 @@ def test_a_log_gets_a_line_per_step_and_at_most_one_every_interval_with_an_eta()
 
 def test_the_known_library_noise_is_filtered_and_other_warnings_still_show():
     code = ("import warnings, bt_core.lm.lora\n"
-            "from bt_core.lm.hf import _quiet_gguf_conversion\n"
+            "from bt_core.lm.converted import _quiet_gguf_conversion\n"
             "from transformers import modeling_gguf_pytorch_utils as gguf\n"
             "warnings.warn('Could not find a config file in /m - will assume that the vocabulary was not modified.')\n"
             "with _quiet_gguf_conversion():\n"
