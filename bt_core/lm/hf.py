@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.utils import logging as transformers_logging
 
-from bt_core.lm import kv_cache, prefix
+from bt_core.lm import prefix
 from bt_core.lm.base import (
     LM,
     Completion,
@@ -31,7 +31,6 @@ from bt_core.lm.base import (
     prefill,
 )
 from bt_core.lm.converted import model_dir
-from bt_core.lm.kv_cache import GROUPED_SDPA
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
@@ -66,8 +65,6 @@ def _load_base(spec: ModelSpec, dtype: torch.dtype):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device())
-    if device() == "cpu":  # on CUDA, torch's SDPA takes a mask with grouped heads only on its slowest kernel
-        model.set_attn_implementation(GROUPED_SDPA)
     model.eval()
     return model, tokenizer
 
@@ -152,17 +149,12 @@ def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: Sam
 
 def _inputs(model: torch.nn.Module, tok, rows: list[list[int]]) -> tuple[dict, list[int]]:
     """generate's inputs for these prompts and the prompt tokens each call computes: after the shared
-    prefix's cache when reusing it saves enough (see prefix.py), else one left-padded batch; with a
-    cache that grows in place (kv_cache.py) where every layer is full attention."""
+    prefix's cache when reusing it saves enough (see prefix.py), else one left-padded batch."""
     shared = prefix.shared_prefix(rows)
     saved = (len(rows) - 1) * shared + prefix.kept_for(model, rows[0][:shared])
-    growable = kv_cache.supports(model)
-    if growable and prefix.enabled() and saved >= prefix.MIN_SAVED:
+    if prefix.enabled() and saved >= prefix.MIN_SAVED and prefix.supports(model):
         return _after_prefix(model, tok, rows, shared)
-    inputs = dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device()))
-    if growable:
-        inputs["past_key_values"] = kv_cache.growing_cache(model)
-    return inputs, [len(r) for r in rows]
+    return dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device())), [len(r) for r in rows]
 
 
 def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: int) -> tuple[dict, list[int]]:

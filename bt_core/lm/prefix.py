@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
-
-from bt_core.lm.kv_cache import Layers, growing_cache
+from transformers.cache_utils import DynamicLayer
 
 MIN_SAVED = 64  # prompt tokens a batch must save before reuse beats its extra batch-1 forward
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [batch, heads, tokens, dim]
 
 
 def enabled() -> bool:
@@ -61,6 +61,11 @@ def forget() -> None:
     _kept = None
 
 
+def supports(model: torch.nn.Module) -> bool:
+    """Only full attention: a sliding-window layer's cache cannot be cropped or repeated as is."""
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
 def prefix_cache(model: torch.nn.Module, ids: list[int], batch: int) -> tuple[DynamicCache, int]:
     """A cache holding `ids` for every row of the batch, and how many of them had to be computed."""
     global _kept
@@ -68,8 +73,8 @@ def prefix_cache(model: torch.nn.Module, ids: list[int], batch: int) -> tuple[Dy
     start = [(k[:, :, :reused], v[:, :, :reused]) for k, v in _kept.layers] if reused else []
     layers = _extend(model, start, ids[reused:])
     _kept = _Kept(weakref.ref(model), ids, layers)
-    return growing_cache(model, [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
-                         ), len(ids) - reused
+    return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
+                        config=model.config), len(ids) - reused
 
 
 def _extend(model: torch.nn.Module, layers: Layers, ids: list[int]) -> Layers:
