@@ -33,7 +33,7 @@ def digest(path):
     (["--task", "iris", "--strategy", "p -> x"], "unknown strategy step 'x'"),
     (["--task", "iris", "--strategy", ""], "empty strategy"),
     (["--task", "iris", "--budget", "huge"], "unknown budget 'huge'"),
-    (["--task", "iris", "--backend", "tpu"], "unknown backend 'tpu'; valid: auto, hf, vllm"),
+    (["--task", "iris", "--backend", "tpu"], "unknown backend 'tpu'; valid: auto, hf, hf-bf16, vllm"),
     (["--task", "iris", "--seed", "-1"], "seed: Input should be greater than or equal to 0"),
     (["--task", "iris", "--model", "/" + "d" * 400], "model name is 401 characters; at most 300"),
     (["--task", "iris", "--name", "n" * 201], "experiment name is 201 characters; at most 200"),
