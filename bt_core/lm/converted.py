@@ -32,11 +32,16 @@ def model_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bt-studio" / "models"
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float32", "bfloat16": how folders, the run profile and vLLM name a torch dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 def model_dir(spec: ModelSpec, dtype: torch.dtype) -> Path:
     """The folder to load: the model's own when it is already one, else a cached conversion."""
     if spec.gguf_file is None:
         return Path(spec.source)
-    target = model_cache_dir() / f"{_key(spec)}-{str(dtype).removeprefix('torch.')}"
+    target = model_cache_dir() / f"{_key(spec)}-{dtype_name(dtype)}"
     if not (target / "config.json").is_file():
         _convert(spec, target, dtype)
     return target

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from transformers.utils import logging as transformers_logging
 
 from bt_core.lm import prefix
+from bt_core.lm.backends import HF_BACKENDS
 from bt_core.lm.base import (
     LM,
     Completion,
@@ -30,7 +31,7 @@ from bt_core.lm.base import (
     chat_prompt,
     prefill,
 )
-from bt_core.lm.converted import model_dir
+from bt_core.lm.converted import dtype_name, model_dir
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
@@ -87,11 +88,14 @@ class HFLM(LM):
 
     def __init__(self, spec: ModelSpec, adapter_path: str | None = None, *, backend: str = "hf", **kwargs) -> None:
         super().__init__(spec.name, adapter_path, **kwargs)
-        if backend not in ("hf", "hf-bf16"):
+        if backend not in HF_BACKENDS:
             raise ValueError(f"not a transformers backend: {backend!r}")
         self.spec, self.backend = spec, backend
         self.torch_dtype = torch.bfloat16 if backend == "hf-bf16" else default_dtype()
-        self.dtype = str(self.torch_dtype).removeprefix("torch.")
+
+    @property
+    def dtype(self) -> str:
+        return dtype_name(self.torch_dtype)
 
     @property
     def tokenizer(self):
