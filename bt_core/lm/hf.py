@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.utils import logging as transformers_logging
 
-from bt_core.lm import prefix
+from bt_core.lm import attention, kv_cache, prefix
 from bt_core.lm.backends import HF_BACKENDS
 from bt_core.lm.base import (
     LM,
@@ -65,7 +65,8 @@ def _load_base(spec: ModelSpec, dtype: torch.dtype):
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device())
+    grouped = {"attn_implementation": attention.NAME} if device() == "cpu" else {}  # CUDA kernels want the repeat
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **grouped).to(device())
     model.eval()
     return model, tokenizer
 
@@ -122,7 +123,7 @@ class HFLM(LM):
             follow_threads()
             model = self.model()
             start = time.perf_counter()
-            inputs, computed = _inputs(model, tok, rows)
+            inputs, computed = _inputs(model, tok, rows, params.max_new_tokens)
             width = inputs["input_ids"].shape[1]
             stop = _FieldStop(tok, width, params.stop_after_field, prefills) if params.stop_after_field else None
             out = model.generate(
@@ -151,21 +152,28 @@ def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: Sam
                       computed_prompt_tokens=computed_prompt_tokens)
 
 
-def _inputs(model: torch.nn.Module, tok, rows: list[list[int]]) -> tuple[dict, list[int]]:
-    """generate's inputs for these prompts and the prompt tokens each call computes: after the shared
-    prefix's cache when reusing it saves enough (see prefix.py), else one left-padded batch."""
+def _inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int) -> tuple[dict, list[int]]:
+    """generate's inputs for these prompts, over a cache with `room` for the new tokens (see kv_cache.py),
+    and the prompt tokens each call computes: after the shared prefix's cache when reusing it saves
+    enough (see prefix.py), else one left-padded batch."""
+    growing = kv_cache.supports(model)
     shared = prefix.shared_prefix(rows)
     saved = (len(rows) - 1) * shared + prefix.kept_for(model, rows[0][:shared])
-    if prefix.enabled() and saved >= prefix.MIN_SAVED and prefix.supports(model):
-        return _after_prefix(model, tok, rows, shared)
-    return dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device())), [len(r) for r in rows]
+    if prefix.enabled() and saved >= prefix.MIN_SAVED and growing:
+        return _after_prefix(model, tok, rows, shared, room)
+    inputs = dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device()))
+    if growing:
+        inputs["past_key_values"] = kv_cache.growing_cache(model, room)
+    return inputs, [len(r) for r in rows]
 
 
-def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: int) -> tuple[dict, list[int]]:
+def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: int, room: int
+                  ) -> tuple[dict, list[int]]:
     """[prefix | left pads | suffix] rows over the prefix's cache; generate prefills only the suffixes, and
     the pads, masked, take no position. The prefix's computed tokens count on the first call."""
-    cache, prefix_computed = prefix.prefix_cache(model, rows[0][:shared], len(rows))
     suffixes = tok.pad({"input_ids": [r[shared:] for r in rows]}, return_tensors="pt").to(device())
+    cache, prefix_computed = prefix.prefix_cache(model, rows[0][:shared], len(rows),
+                                                 room + suffixes.input_ids.shape[1])
     head = torch.tensor([rows[0][:shared]], device=device()).expand(len(rows), -1)
     inputs = {"input_ids": torch.cat([head, suffixes.input_ids], dim=1),
               "attention_mask": torch.cat([torch.ones_like(head), suffixes.attention_mask], dim=1),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+
+from bt_core.lm.kv_cache import growing_cache
 
 MIN_SAVED = 64  # prompt tokens a batch must save before reuse beats its extra batch-1 forward
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [batch, heads, tokens, dim]
@@ -61,20 +62,16 @@ def forget() -> None:
     _kept = None
 
 
-def supports(model: torch.nn.Module) -> bool:
-    """Only full attention: a sliding-window layer's cache cannot be cropped or repeated as is."""
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
-
-
-def prefix_cache(model: torch.nn.Module, ids: list[int], batch: int) -> tuple[DynamicCache, int]:
-    """A cache holding `ids` for every row of the batch, and how many of them had to be computed."""
+def prefix_cache(model: torch.nn.Module, ids: list[int], batch: int, room: int) -> tuple[DynamicCache, int]:
+    """A cache holding `ids` for every row of the batch, with room for `room` more tokens, and how many of
+    `ids` had to be computed."""
     global _kept
     reused = kept_for(model, ids)
     start = [(k[:, :, :reused], v[:, :, :reused]) for k, v in _kept.layers] if reused else []
     layers = _extend(model, start, ids[reused:])
     _kept = _Kept(weakref.ref(model), ids, layers)
-    return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
-                        config=model.config), len(ids) - reused
+    rows = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
+    return growing_cache(model, room, rows), len(ids) - reused
 
 
 def _extend(model: torch.nn.Module, layers: Layers, ids: list[int]) -> Layers:

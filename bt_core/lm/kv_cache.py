@@ -1,0 +1,66 @@
+"""A generation cache that appends each token's keys and values into room reserved for them.
+
+transformers' DynamicLayer concatenates every new token onto the layer's cache, which copies the
+whole cache, per layer, per decoding step: for a batch of long few-shot prompts on CPU that copy
+took about as long as the model's matrix products. Here each layer reserves the tokens a call
+may still generate once, and a step writes only its own token.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values are views of a buffer with `room` spare tokens."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self._key_buffer: torch.Tensor | None = None
+        self._value_buffer: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        if not self._fits(key_states, end):  # first use, full, or keys replaced (rows selected, say)
+            self._key_buffer = _buffer(self.keys, key_states, start, end + self.room)
+            self._value_buffer = _buffer(self.values, value_states, start, end + self.room)
+        self._key_buffer[..., start:end, :] = key_states
+        self._value_buffer[..., start:end, :] = value_states
+        self.keys, self.values = self._key_buffer[..., :end, :], self._value_buffer[..., :end, :]
+        return self.keys, self.values
+
+    def _fits(self, key_states: torch.Tensor, end: int) -> bool:
+        """Whether the buffer still backs `keys` and can take the new tokens."""
+        buffer = self._key_buffer
+        return (buffer is not None and end <= buffer.shape[-2] and buffer.shape[:2] == key_states.shape[:2]
+                and (self.get_seq_length() == 0 or self.keys.data_ptr() == buffer.data_ptr()))
+
+
+def _buffer(cached: torch.Tensor, new: torch.Tensor, length: int, capacity: int) -> torch.Tensor:
+    """A buffer of `capacity` tokens holding the first `length` cached ones."""
+    buffer = new.new_empty(*new.shape[:2], capacity, new.shape[-1])
+    if length:
+        buffer[..., :length, :] = cached
+    return buffer
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Only full attention: a sliding-window layer's cache is not a plain growing sequence."""
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+def growing_cache(model: torch.nn.Module, room: int,
+                  layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
+    """A cache for generating up to `room` tokens, optionally starting from `layers`' keys and values."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer(room) for _ in cache.layers]
+    for layer, (keys, values) in zip(cache.layers, layers or []):
+        layer.update(keys, values)
+    return cache
