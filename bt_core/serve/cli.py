@@ -56,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", default="p -> w -> p")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--budget", default="smoke")
-    run.add_argument("--backend", default="auto", help="inference: auto (vLLM on a CUDA GPU that can serve the model, "
-                                                       "else transformers), hf (transformers), hf-bf16 or vllm")
+    run.add_argument("--backend", default="auto", help="inference: auto (vLLM on a CUDA GPU that can serve the model "
+                                                       "or for a task with long prompts such as HotPotQA, else "
+                                                       "transformers), hf (transformers), hf-bf16 or vllm")
     run.add_argument("--name", default="", help="experiment name")
     run.add_argument("--threads", help=THREADS_HELP)
     run.set_defaults(handler=cmd_run)

@@ -147,6 +147,7 @@ def score_step(program: Module, recorder: RunRecorder, task: Task, splits: Split
     """Validation (`known_val` when the step's optimizer scored its result on the whole set) and test scores."""
     program_id = recorder.program(program, "step result", role="result")
     recorder.mark_chosen(program_id)
+    recorder.progress("scoring the step's result")  # not the optimizer's last message, which is over
     val = known_val
     if val is None:
         result = evaluate(program, splits.val, task.metric, split="val", program_id=program_id,

@@ -5,9 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bt_core.recording import Count
+from bt_core.recording import Count, Recorder, recording
+from bt_core.serve.config import resolve_config
 from bt_core.serve.progress_view import ProgressView
+from bt_core.serve.runner import score_step
+from bt_core.tasks import get_task
 from tests.conftest import REPO, bt
+from tests.scripted import scripted_iris_lm
 from tests.tiny_model import TINY_MODEL_ENV
 
 
@@ -60,3 +64,25 @@ def test_a_run_in_a_log_prints_plain_progress_lines_naming_its_steps(tiny_model:
         assert any(line.startswith(f"[{step}] ") for line in lines), result.stderr
     assert any("candidate 1/" in line for line in lines), result.stderr
     assert "\r" not in result.stderr and "Warning" not in result.stderr, result.stderr
+
+
+def test_scoring_a_step_reports_it_rather_than_leaving_the_optimizers_last_message():
+    """A w step's scoring used to show "running the teacher on N training examples" for minutes."""
+    messages = []
+
+    class Watched(Recorder):
+        def progress(self, message: str, count: Count | None = None) -> None:
+            messages.append(message)
+
+        def mark_chosen(self, program_id: int | None) -> None:
+            pass
+
+    task = get_task("iris")
+    config = resolve_config("iris", budget="smoke")
+    splits = task.load(2, 2, 2, seed=0)
+    program = task.program()
+    program.set_lm(scripted_iris_lm())
+    with recording(Watched()) as watched:
+        score_step(program, watched, task, splits, config, last=True, known_val=None)
+    assert messages[0] == "scoring the step's result"
+    assert [m for m in messages[1:] if not m.startswith(("val: ", "test: "))] == []
