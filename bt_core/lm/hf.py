@@ -123,7 +123,7 @@ class HFLM(LM):
             follow_threads()
             model = self.model()
             start = time.perf_counter()
-            inputs, computed = _inputs(model, tok, rows, params.max_new_tokens)
+            inputs, computed = generation_inputs(model, tok, rows, params.max_new_tokens)
             width = inputs["input_ids"].shape[1]
             stop = _FieldStop(tok, width, params.stop_after_field, prefills) if params.stop_after_field else None
             out = model.generate(
@@ -152,7 +152,7 @@ def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: Sam
                       computed_prompt_tokens=computed_prompt_tokens)
 
 
-def _inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int) -> tuple[dict, list[int]]:
+def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int) -> tuple[dict, list[int]]:
     """generate's inputs for these prompts, over a cache with `room` for the new tokens (see kv_cache.py),
     and the prompt tokens each call computes: after the shared prefix's cache when reusing it saves
     enough (see prefix.py), else one left-padded batch."""

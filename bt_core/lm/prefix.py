@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from bt_core.lm import attention
-from bt_core.lm.kv_cache import Layers, growing_cache
+from bt_core.lm.kv_cache import growing_cache
 
 MIN_SAVED = 64  # prompt tokens a batch must save before reuse beats its extra batch-1 forward
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [batch, heads, tokens, dim]
 
 
 def enabled() -> bool:
@@ -70,8 +70,8 @@ def prefix_cache(model: torch.nn.Module, ids: list[int], batch: int, room: int) 
     start = [(k[:, :, :reused], v[:, :, :reused]) for k, v in _kept.layers] if reused else []
     layers = _extend(model, start, ids[reused:])
     _kept = _Kept(weakref.ref(model), ids, layers)
-    cache = growing_cache(model, room, layers, batch, share=attention.reads_shared_prefix(model))
-    return cache, len(ids) - reused
+    rows = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
+    return growing_cache(model, room, rows), len(ids) - reused
 
 
 def _extend(model: torch.nn.Module, layers: Layers, ids: list[int]) -> Layers:

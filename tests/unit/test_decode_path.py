@@ -101,51 +101,21 @@ def test_the_growing_cache_allocates_once_per_layer_when_its_room_suffices(group
     assert cache.get_seq_length() == 7 + 20 - 1  # the last token is returned, never fed back
 
 
-@pytest.mark.parametrize("implementation, layer", [("sdpa", kv_cache.GrowingLayer),
-                                                   (attention.NAME, kv_cache.SharedPrefixLayer)])
-def test_a_prefix_cache_decodes_what_the_padded_batch_decodes(stock_attention, implementation, layer):
-    """The prefix path (prefix.py) hands generate a cache that holds the shared prefix: copied into every row
-    for stock attention, once for ours, which reads it once per step for the whole batch."""
-    model = stock_attention
-    shared, tails = [5, 9, 14, 22, 31, 40, 41, 7, 8], [[50, 51], [60, 61, 62, 63], [70, 71, 72]]
+def test_a_prefix_cache_continues_into_its_room(grouped_model):
+    """The prefix path (prefix.py) hands generate a growing cache that already holds the shared prefix."""
+    shared, tails = [5, 9, 14, 22, 31, 40], [[50, 51], [60, 61, 62, 63]]
     rows = [shared + tail for tail in tails]
-    plain = greedy(model, padded_batch_of(rows), 12)[:, -12:]
-    model.set_attn_implementation(implementation)
     prefix.forget()
-    cache, computed = prefix.prefix_cache(model, shared, len(rows), room=4 + 12)
-    prefix.forget()
+    cache, computed = prefix.prefix_cache(grouped_model, shared, len(rows), room=4 + 8)
     assert computed == len(shared) and cache.get_seq_length() == len(shared)
-    assert all(type(each) is layer for each in cache.layers)
-    suffixes = padded_batch_of(tails)
-    batch = {"input_ids": torch.cat([torch.tensor([shared] * len(rows)), suffixes["input_ids"]], dim=1),
-             "attention_mask": torch.cat([torch.ones(len(rows), len(shared), dtype=torch.long),
-                                          suffixes["attention_mask"]], dim=1)}
-    assert greedy(model, batch, 12, past_key_values=cache)[:, -12:].tolist() == plain.tolist()
-
-
-def test_attention_after_a_shared_prefix_gives_the_full_attention_logits(stock_attention):
-    """The suffixes' prefill over per-row copies of the prefix, then a decoding step's cascade attention (the
-    prefix once, each row's own keys, merged), against the stock padded batch's logits at both points."""
-    model = stock_attention
-    shared, tails, following = list(range(10, 30)), [[50], [60, 61, 62, 63, 64], [70, 71, 72]], [[80], [81], [82]]
-    rows = [shared + tail for tail in tails]
-    with torch.no_grad():
-        stock = model(**padded_batch_of(rows)).logits[:, -1]
-        stock_next = model(**padded_batch_of([r + f for r, f in zip(rows, following)])).logits[:, -1]
-        model.set_attn_implementation(attention.NAME)
-        prefix.forget()
-        cache, _ = prefix.prefix_cache(model, shared, len(rows), room=1)
-        prefix.forget()
-        suffixes = padded_batch_of(tails)
-        mask = torch.cat([torch.ones(len(rows), len(shared), dtype=torch.long), suffixes["attention_mask"]], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate counts them: pads take none
-        ours = model(input_ids=suffixes["input_ids"], attention_mask=mask, position_ids=positions[:, len(shared):],
-                     past_key_values=cache).logits[:, -1]
-        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
-        ours_next = model(input_ids=torch.tensor(following), attention_mask=mask,
-                          position_ids=positions[:, -1:] + 1, past_key_values=cache).logits[:, -1]
-    torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours_next, stock_next, rtol=1e-5, atol=1e-5)
+    assert all(isinstance(layer, kv_cache.GrowingLayer) for layer in cache.layers)
+    prefix.forget()
+    batch = {"input_ids": torch.tensor([shared + [PAD, PAD] + tails[0], shared + tails[1]]),
+             "attention_mask": torch.tensor([[1] * 6 + [0, 0] + [1] * 2, [1] * 10])}
+    with_prefix = greedy(grouped_model, batch, 8, past_key_values=cache)
+    plain = greedy(grouped_model, padded_batch_of(rows), 8)
+    assert with_prefix[0, -8:].tolist() == plain[0, -8:].tolist()
+    assert with_prefix[1, -8:].tolist() == plain[1, -8:].tolist()
 
 
 def padded_batch_of(rows: list[list[int]]) -> dict[str, torch.Tensor]:
