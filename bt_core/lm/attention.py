@@ -3,8 +3,8 @@
 transformers' `sdpa` attention repeats each key/value head for its group of query heads
 whenever a mask is present (its CUDA kernels need that), and a batch of calls of different
 lengths always carries a padding mask. For a decoding step that copy is the whole cache,
-per layer, and it cost more than the rest of the step (benchmarks/decode_speed.py). PyTorch's
-CPU SDPA takes the grouped heads with a mask directly (`enable_gqa`), with equal results.
+per layer, and after long few-shot prompts it dominated the step (benchmarks/decode_speed.py).
+PyTorch's CPU SDPA takes the grouped heads with a mask directly (`enable_gqa`), with equal results.
 """
 
 from __future__ import annotations

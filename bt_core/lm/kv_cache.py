@@ -1,9 +1,9 @@
 """A generation cache that appends each token's keys and values into room reserved for them.
 
 transformers' DynamicLayer concatenates every new token onto the layer's cache, which copies the
-whole cache, per layer, per decoding step: for a batch of long few-shot prompts on CPU that copy
-took about as long as the model's matrix products. Here each layer reserves the tokens a call
-may still generate once, and a step writes only its own token.
+whole cache, per layer, per decoding step, and a batch of long few-shot prompts makes that cache
+large. Here each layer reserves the tokens a call may still generate once, and a step writes
+only its own token (benchmarks/decode_speed.py measures both).
 """
 
 from __future__ import annotations
