@@ -12,6 +12,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [batch, heads, tokens, dim]
+
 
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer whose keys and values are views of a buffer with `room` spare tokens."""
@@ -56,8 +58,7 @@ def supports(model: torch.nn.Module) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
-def growing_cache(model: torch.nn.Module, room: int,
-                  layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
+def growing_cache(model: torch.nn.Module, room: int, layers: Layers | None = None) -> DynamicCache:
     """A cache for generating up to `room` tokens, optionally starting from `layers`' keys and values."""
     cache = DynamicCache(config=model.config)
     cache.layers = [GrowingLayer(room) for _ in cache.layers]

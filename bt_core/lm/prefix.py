@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from bt_core.lm.kv_cache import growing_cache
+from bt_core.lm.kv_cache import Layers, growing_cache
 
 MIN_SAVED = 64  # prompt tokens a batch must save before reuse beats its extra batch-1 forward
-Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [batch, heads, tokens, dim]
 
 
 def enabled() -> bool:
