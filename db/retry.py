@@ -11,7 +11,8 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -53,3 +54,17 @@ def retrying(operation: Callable[[], T], *, give_up_after_s: float, what: str = 
             log.warning("transient database error in %s (%s); retry %d in %.2fs", what, reason, attempt, delay)
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 2.0)
+
+
+@contextmanager
+def outage_tolerated(what: str) -> Iterator[None]:
+    """For a service's polling loop: a transient error that outlasted the operation's own retries
+    abandons the block with one warning, so the loop tries again at its next poll instead of the
+    process dying with the database (a queue's consumer outlives its broker's outages)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        reason = " ".join(str(exc.orig).split())[:200]
+        log.warning("database unavailable in %s (%s); trying again at the next poll", what, reason)

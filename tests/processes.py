@@ -7,14 +7,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from db.models import Run, RunStatus
-from tests.conftest import REPO
+from sqlalchemy import delete, func, select
+
+from db.models import Run, RunStatus, Worker, utcnow
+from db.session import session_factory
+from tests.conftest import REPO, wait_for
 
 
 def start_worker(url: str, log: Path, *extra: str, stale_s: float = 4, command: tuple[str, ...] = ("worker",),
@@ -28,6 +32,37 @@ def start_worker(url: str, log: Path, *extra: str, stale_s: float = 4, command: 
 def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def hold_sqlite_lock(path: Path, seconds: float) -> None:
+    """Take SQLite's write lock from another connection, as a long writer elsewhere would."""
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    connection.execute("BEGIN IMMEDIATE")
+    time.sleep(seconds)
+    connection.execute("ROLLBACK")
+    connection.close()
+
+
+def assert_outlives_a_locked_database(process: subprocess.Popen, path: Path, log: Path) -> None:
+    """An idle serving process (worker or Ray dispatcher) on SQLite file `path`, its stale window
+    a few seconds, lives through a write lock held past the busy timeout and that window, and is
+    seen alive after it: its worker row, deleted meanwhile as another worker's sweep would, is back."""
+    sessions = session_factory(f"sqlite:///{path}")
+    wait_for(lambda: _last_worker_beat(sessions), timeout=120, interval=0.2, what="the worker's registration")
+    hold_sqlite_lock(path, 12)  # twice the 5 s busy timeout
+    with sessions.begin() as session:
+        session.execute(delete(Worker))
+    released = utcnow()
+    assert process.poll() is None, log.read_text()[-3000:]
+    wait_for(lambda: (_last_worker_beat(sessions) or released) > released, timeout=30, interval=0.2,
+             what="a heartbeat after the lock")
+    assert process.poll() is None, log.read_text()[-3000:]
+    assert "database is locked" in log.read_text()
+
+
+def _last_worker_beat(sessions):
+    with sessions() as session:
+        return session.scalar(select(func.max(Worker.heartbeat_at)))
 
 
 def run_row(sessions, run_id: int) -> Run:

@@ -36,6 +36,7 @@ from bt_core.serve.cores import CoreShare
 from bt_core.serve.lease import stale_after_s
 from bt_core.serve.worker import claim, execute_claimed, registered, requeue_stale
 from db.models import Run, RunStatus, utcnow
+from db.retry import outage_tolerated
 from db.session import Sessions, database_url, get_engine, session_factory, shown
 
 START_TRIES = 3  # tasks a run gets that fail before claiming it, before the run is failed
@@ -108,21 +109,25 @@ def _dispatch(sessions: Sessions, db_url: str, options: RayOptions, once: bool,
     submitted: set[int] = set()
     failed_starts: Counter[int] = Counter()
     while True:
-        requeue_stale(sessions)
-        for run_id, model, attempt in _queued(sessions, exclude={run for run, _ in inflight.values()}):
-            inflight[_submit(db_url, run_id, model, options)] = (run_id, attempt)
-            submitted.add(run_id)
-        if not inflight:
-            if once and not _running(sessions, submitted):
+        with outage_tolerated("the Ray dispatcher"):
+            requeue_stale(sessions)
+            for run_id, model, attempt in _queued(sessions, exclude={run for run, _ in inflight.values()}):
+                inflight[_submit(db_url, run_id, model, options)] = (run_id, attempt)
+                submitted.add(run_id)
+            if not inflight and once and not _running(sessions, submitted):
                 return
+        if not inflight:
             time.sleep(poll_s)
             continue
         ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=poll_s)
         for ref in ready:
             run_id, attempt = inflight.pop(ref)
-            if (error := _report(run_id, ref)) is not None and _unclaimed(sessions, run_id, attempt):
-                failed_starts[run_id] += 1
-                _report_failed_start(sessions, run_id, attempt, failed_starts[run_id], error)
+            if (error := _report(run_id, ref)) is None:
+                continue
+            with outage_tolerated("the Ray dispatcher"):  # a start that failed unseen is tried again
+                if _unclaimed(sessions, run_id, attempt):
+                    failed_starts[run_id] += 1
+                    _report_failed_start(sessions, run_id, attempt, failed_starts[run_id], error)
 
 
 def _submit(db_url: str, run_id: int, model: str, options: RayOptions) -> ray.ObjectRef:

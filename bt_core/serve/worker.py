@@ -28,7 +28,7 @@ from bt_core.serve.queue import workers_here
 from bt_core.serve.runner import run_to_end
 from db.clock import database_now, db_now
 from db.models import Experiment, Run, RunStatus, Worker, utcnow
-from db.retry import retrying
+from db.retry import outage_tolerated, retrying
 from db.session import Sessions
 
 HEARTBEAT_S = 2.0
@@ -55,20 +55,37 @@ def serve(sessions: Sessions, *, once: bool = False, poll_s: float = 1.0) -> Non
     and waits, so the queued run goes to a worker that can compute it now."""
     with registered(sessions) as me:
         while True:
-            requeue_stale(sessions)
-            share = take_share(sessions)
-            lease = None if share is None else claim(sessions, me.worker, threads=share.threads)
-            if lease is None:
-                if share is not None:
-                    share.release()
-                if once and not queued(sessions):
+            taken = None
+            with outage_tolerated("the worker's claim"):
+                taken = claim_next(sessions, me.worker)
+                if taken is None and once and not queued(sessions):
                     return
+            if taken is None:
                 time.sleep(poll_s)
                 continue
+            lease, share = taken
             try:
                 execute_claimed(me, lease, share)
             finally:
                 share.release()
+
+
+def claim_next(sessions: Sessions, me: str) -> tuple[Lease, CoreShare] | None:
+    """Re-queue stale runs, then take this process's cores and the oldest queued run; None, with
+    the cores released, while either is missing."""
+    requeue_stale(sessions)
+    share = take_share(sessions)
+    if share is None:
+        return None
+    try:
+        lease = claim(sessions, me, threads=share.threads)
+    except BaseException:
+        share.release()
+        raise
+    if lease is None:
+        share.release()
+        return None
+    return lease, share
 
 
 @contextmanager
@@ -192,11 +209,19 @@ def _heartbeat(sessions: Sessions, me: Registration, stop: threading.Event) -> N
                 if lease.silent_for() > stale_after_s():
                     lease.lose(f"no heartbeat reached the database for {stale_after_s():.0f}s")
         try:
-            with sessions.begin() as session:
-                session.execute(update(Worker).where(Worker.id == me.worker).values(
-                    heartbeat_at=db_now(), current_run_id=lease.run_id if lease else None))
+            stamp_worker(sessions, me.worker, lease.run_id if lease else None)
         except Exception as exc:
             log.warning("heartbeat of worker %s failed: %s", me.worker, " ".join(str(exc).split())[:200])
+
+
+def stamp_worker(sessions: Sessions, worker: str, run_id: int | None) -> None:
+    """Stamp this worker's row; a row swept as stale while the database was out of reach is
+    inserted again, so a worker that lived through the outage is seen alive (and no second one
+    is started for the dashboard)."""
+    with sessions.begin() as session:
+        values = {"heartbeat_at": db_now(), "current_run_id": run_id}
+        if not session.execute(update(Worker).where(Worker.id == worker).values(**values)).rowcount:
+            session.execute(insert(Worker).values(id=worker, started_at=utcnow(), **values))
 
 
 def beat(sessions: Sessions, lease: Lease, share: CoreShare | None) -> None:

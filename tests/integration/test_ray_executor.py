@@ -21,6 +21,7 @@ from bt_core.serve.queue import launch_experiment
 from db.models import Run, RunStatus, StepStatus, Trace, Worker
 from db.session import session_factory
 from tests.conftest import REPO, bt, wait_for
+from tests.processes import assert_outlives_a_locked_database
 from tests.raycluster import Cluster, ray_cluster
 from tests.resume import assert_resumed_at_the_w_step, duplicated_traces, step_rows
 
@@ -84,6 +85,17 @@ def test_a_killed_ray_worker_resumes_its_run_at_the_unfinished_step(cluster, pos
         assert run.status == RunStatus.done and run.test_score is not None and run.worker != killed
     assert "run 1: its Ray task died" in log.read_text()
 
+
+
+def test_an_idle_dispatcher_outlives_a_database_locked_past_the_stale_window(cluster, tmp_path):
+    path, log = tmp_path / "idle.sqlite", tmp_path / "driver.log"
+    session_factory(f"sqlite:///{path}")  # the schema, before the driver polls it
+    driver = serve(cluster, f"sqlite:///{path}", log)
+    try:
+        assert_outlives_a_locked_database(driver, path, log)
+    finally:
+        driver.kill()
+        driver.wait()
 
 
 def test_a_run_whose_tasks_cannot_reach_the_database_fails_after_a_few_tries(cluster, postgres_url):

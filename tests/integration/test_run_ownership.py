@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import re
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from bt_core.serve.queue import launch_experiment, request_cancel
 from db.models import ExampleScore, Run, RunStatus, Step, StepStatus, Training
 from db.session import session_factory
 from tests.conftest import wait_for
-from tests.processes import kill, run_row, run_status, start_worker
+from tests.processes import assert_outlives_a_locked_database, hold_sqlite_lock, kill, run_row, run_status, start_worker
 from tests.resume import duplicated_traces, step_rows
 
 pytestmark = pytest.mark.integration
@@ -134,15 +133,6 @@ def test_a_frozen_worker_resumed_after_a_takeover_writes_nothing_more(postgres_u
     assert_adapter_intact(steps[2].adapter_path)
 
 
-def hold_sqlite_lock(path: Path, seconds: float) -> None:
-    """Take SQLite's write lock from another connection, as a long writer elsewhere would."""
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
-    connection.execute("BEGIN IMMEDIATE")
-    time.sleep(seconds)
-    connection.execute("ROLLBACK")
-    connection.close()
-
-
 def test_a_database_locked_for_less_than_the_stale_window_is_waited_out(tmp_path):
     path = tmp_path / "locked.sqlite"
     sessions = session_factory(f"sqlite:///{path}")
@@ -176,7 +166,7 @@ def test_a_database_locked_past_the_stale_window_hands_the_run_over_cleanly(tmp_
         second = start_worker(url, tmp_path / "second.log", "--once", stale_s=6, env=cold)
         time.sleep(5)  # the second worker is up and polling
         hold_sqlite_lock(path, 16)  # the first worker's heartbeat is refused for longer than 6 s
-        assert first.wait(timeout=300) == 0
+        assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
         assert second.wait(timeout=900) == 0, (tmp_path / "second.log").read_text()[-3000:]
     finally:
         for process in (first, second):
@@ -187,6 +177,18 @@ def test_a_database_locked_past_the_stale_window_hands_the_run_over_cleanly(tmp_
     assert lost and lost.group(1).startswith(("no heartbeat reached the database", "the database refused writes"))
     assert_executed_once(sessions, 1, 2)
     assert run_row(sessions, 1).attempt == 2  # taken again by whichever worker claimed it first
+
+
+def test_an_idle_worker_outlives_a_database_locked_past_the_stale_window(tmp_path):
+    """The serving loop's own writes (re-queue sweep, claim) meet the lock too: a worker waits the
+    outage out and serves on, as a queue's consumer does, instead of dying with the database."""
+    path, log = tmp_path / "idle.sqlite", tmp_path / "worker.log"
+    session_factory(f"sqlite:///{path}")  # the schema, before the worker polls it
+    worker = start_worker(f"sqlite:///{path}", log, stale_s=1)
+    try:
+        assert_outlives_a_locked_database(worker, path, log)
+    finally:
+        kill(worker)
 
 
 def test_a_killed_cli_run_is_requeued_and_finished_by_a_worker(tmp_path):
