@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as transformers_logging
 
 from bt_core.lm import attention, kv_cache, prefix
@@ -32,6 +32,7 @@ from bt_core.lm.base import (
     prefill,
 )
 from bt_core.lm.converted import dtype_name, model_dir
+from bt_core.lm.decode import decode
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
@@ -117,21 +118,21 @@ class HFLM(LM):
         tok = self.tokenizer
         rows = tok([chat_prompt(tok, m) for m in batch], add_special_tokens=False).input_ids
         prefills = [prefill(m) for m in batch]
-        sampling = {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {
-            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        stop = params.stop_after_field
+
+        def closed(row: int, ids: list[int]) -> bool:
+            return field_closed(prefills[row] + tok.decode(ids, skip_special_tokens=True), stop)
+
         with _lock, torch.inference_mode():
             follow_threads()
             model = self.model()
             start = time.perf_counter()
             inputs, computed = generation_inputs(model, tok, rows, params.max_new_tokens)
-            width = inputs["input_ids"].shape[1]
-            stop = _FieldStop(tok, width, params.stop_after_field, prefills) if params.stop_after_field else None
-            out = model.generate(
-                **inputs, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
-                stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **sampling)
+            new = decode(model, inputs, params.max_new_tokens, temperature=params.temperature,
+                         finished=closed if stop else None)
             latency = time.perf_counter() - start
-        return [finish(tok, tok.decode(row, skip_special_tokens=True), len(ids), latency, params, p, n)
-                for row, ids, p, n in zip(out[:, width:], rows, prefills, computed)]
+        return [finish(tok, tok.decode(ids, skip_special_tokens=True), len(row), latency, params, p, n)
+                for ids, row, p, n in zip(new, rows, prefills, computed)]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
                       on_log: Callable[[int, float], None] | None = None,
@@ -153,7 +154,7 @@ def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: Sam
 
 
 def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int) -> tuple[dict, list[int]]:
-    """generate's inputs for these prompts, over a cache with `room` for the new tokens (see kv_cache.py),
+    """The decoding inputs for these prompts, over a cache with `room` for the new tokens (see kv_cache.py),
     and the prompt tokens each call computes: after the shared prefix's cache when reusing it saves
     enough (see prefix.py), else one left-padded batch."""
     growing = kv_cache.supports(model)
@@ -162,14 +163,13 @@ def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: 
     if prefix.enabled() and saved >= prefix.MIN_SAVED and growing:
         return _after_prefix(model, tok, rows, shared, room)
     inputs = dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device()))
-    if growing:
-        inputs["past_key_values"] = kv_cache.growing_cache(model, room)
+    inputs["past_key_values"] = kv_cache.growing_cache(model, room) if growing else DynamicCache(config=model.config)
     return inputs, [len(r) for r in rows]
 
 
 def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: int, room: int
                   ) -> tuple[dict, list[int]]:
-    """[prefix | left pads | suffix] rows over the prefix's cache; generate prefills only the suffixes, and
+    """[prefix | left pads | suffix] rows over the prefix's cache; decoding prefills only the suffixes, and
     the pads, masked, take no position. The prefix's computed tokens count on the first call."""
     suffixes = tok.pad({"input_ids": [r[shared:] for r in rows]}, return_tensors="pt").to(device())
     cache, prefix_computed = prefix.prefix_cache(model, rows[0][:shared], len(rows),
@@ -179,15 +179,3 @@ def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: in
               "attention_mask": torch.cat([torch.ones_like(head), suffixes.attention_mask], dim=1),
               "past_key_values": cache}
     return inputs, [len(r) - shared + (prefix_computed if i == 0 else 0) for i, r in enumerate(rows)]
-
-
-class _FieldStop(StoppingCriteria):
-    """Per-sequence stop once the last output field's line is complete, counting a continued turn's start."""
-
-    def __init__(self, tokenizer, prompt_width: int, label: str, prefills: list[str]) -> None:
-        self.tokenizer, self.width, self.label, self.prefills = tokenizer, prompt_width, label, prefills
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
-        closed = [field_closed(p + t, self.label) for p, t in zip(self.prefills, texts)]
-        return torch.tensor(closed, device=input_ids.device)

@@ -1,4 +1,5 @@
-"""Prefix KV reuse on transformers decodes exactly what the plain padded batch decodes.
+"""Prefix KV reuse on transformers decodes exactly what the plain padded batch decodes, and the
+backend's decoding (finished calls leave the batch) what transformers' own generate decodes.
 
 The real embedded model (fp32, CPU) generates greedily for Iris prompts behind the same
 labeled demos, with suffixes of different lengths (a begun assistant turn among them, so
@@ -10,11 +11,14 @@ from a kept prefix cropped to what a batch with fewer demos shares with it.
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from bt_core import adapter
-from bt_core.lm.base import Completion, Messages
-from bt_core.lm.hf import HFLM
+from bt_core.lm.base import Completion, Messages, chat_prompt, prefill
+from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.models import resolve_model
+from bt_core.lm.stopping import field_closed
 from bt_core.tasks import get_task
 
 pytestmark = pytest.mark.integration
@@ -59,3 +63,31 @@ def test_a_kept_prefix_is_cropped_to_what_the_next_batch_shares(lm, monkeypatch)
     fewer = iris_prompts(demos=5, n=4)
     plain = generate(lm, fewer, monkeypatch, reuse=False)
     assert [c.text for c in generate(lm, fewer, monkeypatch, reuse=True)] == [c.text for c in plain]
+
+
+class FieldStop(StoppingCriteria):
+    """generate's form of the backends' stop rule: a row is done once its last field's line is."""
+
+    def __init__(self, tok, width: int, prefills: list[str]) -> None:
+        self.tok, self.width, self.prefills = tok, width, prefills
+
+    def __call__(self, input_ids, scores, **kwargs):
+        texts = self.tok.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([field_closed(p + t, PARAMS.stop_after_field) for p, t in zip(self.prefills, texts)])
+
+
+def test_the_backend_decodes_what_transformers_generate_decodes(lm, monkeypatch):
+    """generate runs every row until the last stops; the backend lets finished rows go. Same texts."""
+    prompts = iris_prompts(demos=3, n=6)
+    ours = generate(lm, prompts, monkeypatch, reuse=False)
+    tok, model = lm.tokenizer, lm.model()
+    batch = tok([chat_prompt(tok, m) for m in prompts], add_special_tokens=False, padding=True, return_tensors="pt")
+    width, prefills = batch.input_ids.shape[1], [prefill(m) for m in prompts]
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=PARAMS.max_new_tokens, do_sample=False, temperature=None,
+                             top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+                             stopping_criteria=StoppingCriteriaList([FieldStop(tok, width, prefills)]))
+    stock = [finish(tok, tok.decode(row, skip_special_tokens=True), 0, 0.0, PARAMS, p).text
+             for row, p in zip(out[:, width:], prefills)]
+    assert [c.text for c in ours] == stock
+    assert len({c.completion_tokens for c in ours}) > 1  # rows finished apart: some left the batch early

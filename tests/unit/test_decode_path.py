@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
 from transformers.integrations import sdpa_attention
 
-from bt_core.lm import attention, hf, kv_cache, prefix
+from bt_core.lm import attention, decode, hf, kv_cache, prefix
 from bt_core.lm.models import resolve_model
 from tests.tiny_model import build_tiny_model
 
@@ -131,3 +131,72 @@ def test_the_backend_loads_models_with_grouped_attention_on_cpu(tmp_path):
     assert not kv_cache.supports(LlamaForCausalLM(LlamaConfig(
         vocab_size=8, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=8,
         layer_types=["sliding_attention", "full_attention"], sliding_window=4)))
+
+
+def generated(out: torch.Tensor, width: int, end: int) -> list[list[int]]:
+    """generate's new tokens per row, up to and with the end token (after it: padding)."""
+    rows = [row[width:].tolist() for row in out]
+    return [row[: row.index(end) + 1] if end in row else row for row in rows]
+
+
+class StopAt(StoppingCriteria):
+    """generate's form of a per-row stop test: row r is done once it has `lengths[r]` new tokens."""
+
+    def __init__(self, width: int, lengths: list[int]) -> None:
+        self.width, self.lengths = width, lengths
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.tensor([input_ids.shape[1] - self.width >= n for n in self.lengths])
+
+
+def test_decoding_gives_generates_tokens_and_drops_finished_rows(grouped_model):
+    """Rows stopped by their own test leave the batch (each forward after that is narrower), and
+    every row decodes what generate decodes for it, whose finished rows run on as padding."""
+    lengths, stops = [6, 15, 11, 9], [3, 12, 7, 12]
+    batch = padded_batch(lengths)
+    width = batch["input_ids"].shape[1]
+    stock = greedy(grouped_model, batch, 12, stopping_criteria=StoppingCriteriaList([StopAt(width, stops)]))
+    widths = []
+    hook = grouped_model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[0]),
+                                                   with_kwargs=True)
+    try:
+        with torch.no_grad():
+            ours = decode.decode(grouped_model, {**batch, "past_key_values": kv_cache.growing_cache(grouped_model, 12)},
+                                 12, finished=lambda row, ids: len(ids) >= stops[row])
+    finally:
+        hook.remove()
+    assert ours == [row[:n] for row, n in zip(generated(stock, width, end=-1), stops)]
+    assert widths == [4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 2]  # a row leaves after its last token
+
+
+def test_decoding_ends_a_row_at_the_end_token_as_generate_does(grouped_model):
+    """A model that favours the end token: rows end at different steps, each as generate ends it."""
+    biased = LlamaForCausalLM(grouped_model.config).eval()
+    biased.load_state_dict(grouped_model.state_dict())
+    with torch.no_grad():
+        biased.lm_head.weight[2] += 0.35 * biased.lm_head.weight[2].norm()  # the end token's logit, up
+    batch = padded_batch([6, 15, 11, 4, 9])
+    width = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        stock = biased.generate(**batch, max_new_tokens=20, do_sample=False, pad_token_id=PAD)
+        ours = decode.decode(biased, {**batch, "past_key_values": kv_cache.growing_cache(biased, 20)}, 20)
+    expected = generated(stock, width, end=2)
+    assert ours == expected
+    ended = [len(row) for row in expected if row[-1] == 2]
+    assert len(set(ended)) > 1 and len(ended) < len(expected), "rows should end apart, and not all of them"
+
+
+def test_decoding_after_a_prefix_cache_gives_the_plain_batchs_tokens(grouped_model):
+    shared, tails = [5, 9, 14, 22, 31, 40], [[50, 51], [60, 61, 62, 63], [70]]
+    rows = [shared + tail for tail in tails]
+    prefix.forget()
+    cache, _ = prefix.prefix_cache(grouped_model, shared, len(rows), room=4 + 10)
+    prefix.forget()
+    batch = {"input_ids": torch.tensor([shared + [PAD, PAD] + tails[0], shared + tails[1],
+                                        shared + [PAD] * 3 + tails[2]]),
+             "attention_mask": torch.tensor([[1] * 6 + [0, 0] + [1] * 2, [1] * 10, [1] * 6 + [0] * 3 + [1]]),
+             "past_key_values": cache}
+    with torch.no_grad():
+        ours = decode.decode(grouped_model, batch, 10, finished=lambda row, ids: len(ids) >= 4 + 3 * row)
+        plain = greedy(grouped_model, padded_batch_of(rows), 10)
+    assert ours == [row[: 4 + 3 * r] for r, row in enumerate(plain[:, -10:].tolist())]
