@@ -38,6 +38,18 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = self._key_buffer[..., :end, :], self._value_buffer[..., :end, :]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep these rows (finished calls leave the batch, see decode.py): moved to the front of
+        the same buffers, so the peak holds one cache, not the old one and a selected copy."""
+        length = self.get_seq_length()
+        if not length or self._key_buffer is None or self.keys.data_ptr() != self._key_buffer.data_ptr():
+            return super().batch_select_indices(indices)
+        kept = len(indices)
+        for buffer in (self._key_buffer, self._value_buffer):
+            buffer[:kept, :, :length] = buffer[indices, :, :length]  # the right side is a copy of the kept rows
+        self._key_buffer, self._value_buffer = self._key_buffer[:kept], self._value_buffer[:kept]
+        self.keys, self.values = self._key_buffer[..., :length, :], self._value_buffer[..., :length, :]
+
     def _fits(self, key_states: torch.Tensor, end: int) -> bool:
         """Whether the buffer still backs `keys` and can take the new tokens."""
         buffer = self._key_buffer
