@@ -19,7 +19,7 @@ import time
 
 import torch
 from decode_speed import gsm8k_rows  # this folder is on the path of a script run from it
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from bt_core.lm import prefix
 from bt_core.lm.decode import decode
@@ -28,18 +28,10 @@ from bt_core.lm.models import resolve_model
 from bt_core.lm.stopping import field_closed
 from bt_core.lm.threads import follow_threads
 from bt_core.tasks import get_task
+from tests.stock_generate import FieldStop
 
 LABEL = get_task("gsm8k").program().solve.signature.outputs[-1].label
 TOKENS = 160  # GSM8K's chain-of-thought cap
-
-
-class FieldStop(StoppingCriteria):
-    def __init__(self, tok, width: int) -> None:
-        self.tok, self.width = tok, width
-
-    def __call__(self, input_ids, scores, **kwargs):
-        texts = self.tok.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
-        return torch.tensor([field_closed(text, LABEL) for text in texts])
 
 
 def stock(model, tok, rows: list[list[int]]) -> tuple[float, list[list[int]], int]:
@@ -47,8 +39,9 @@ def stock(model, tok, rows: list[list[int]]) -> tuple[float, list[list[int]], in
     start = time.perf_counter()
     inputs = generation_inputs(model, tok, rows, TOKENS)[0]
     width = inputs["input_ids"].shape[1]
+    stop = StoppingCriteriaList([FieldStop(tok, width, LABEL)])
     out = model.generate(**inputs, max_new_tokens=TOKENS, do_sample=False, temperature=None, top_p=None, top_k=None,
-                         pad_token_id=tok.pad_token_id, stopping_criteria=StoppingCriteriaList([FieldStop(tok, width)]))
+                         pad_token_id=tok.pad_token_id, stopping_criteria=stop)
     seconds = time.perf_counter() - start
     new = out[:, width:].tolist()
     kept = [row[:_stop(tok, row)] for row in new]

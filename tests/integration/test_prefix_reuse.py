@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from bt_core import adapter
 from bt_core.lm.base import Completion, Messages, chat_prompt, prefill
 from bt_core.lm.hf import HFLM, finish
 from bt_core.lm.models import resolve_model
-from bt_core.lm.stopping import field_closed
 from bt_core.tasks import get_task
+from tests.stock_generate import FieldStop
 
 pytestmark = pytest.mark.integration
 
@@ -65,17 +65,6 @@ def test_a_kept_prefix_is_cropped_to_what_the_next_batch_shares(lm, monkeypatch)
     assert [c.text for c in generate(lm, fewer, monkeypatch, reuse=True)] == [c.text for c in plain]
 
 
-class FieldStop(StoppingCriteria):
-    """generate's form of the backends' stop rule: a row is done once its last field's line is."""
-
-    def __init__(self, tok, width: int, prefills: list[str]) -> None:
-        self.tok, self.width, self.prefills = tok, width, prefills
-
-    def __call__(self, input_ids, scores, **kwargs):
-        texts = self.tok.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
-        return torch.tensor([field_closed(p + t, PARAMS.stop_after_field) for p, t in zip(self.prefills, texts)])
-
-
 def test_the_backend_decodes_what_transformers_generate_decodes(lm, monkeypatch):
     """generate runs every row until the last stops; the backend lets finished rows go. Same texts."""
     prompts = iris_prompts(demos=3, n=6)
@@ -83,10 +72,10 @@ def test_the_backend_decodes_what_transformers_generate_decodes(lm, monkeypatch)
     tok, model = lm.tokenizer, lm.model()
     batch = tok([chat_prompt(tok, m) for m in prompts], add_special_tokens=False, padding=True, return_tensors="pt")
     width, prefills = batch.input_ids.shape[1], [prefill(m) for m in prompts]
+    stop = StoppingCriteriaList([FieldStop(tok, width, PARAMS.stop_after_field, prefills)])
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=PARAMS.max_new_tokens, do_sample=False, temperature=None,
-                             top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
-                             stopping_criteria=StoppingCriteriaList([FieldStop(tok, width, prefills)]))
+                             top_p=None, top_k=None, pad_token_id=tok.pad_token_id, stopping_criteria=stop)
     stock = [finish(tok, tok.decode(row, skip_special_tokens=True), 0, 0.0, PARAMS, p).text
              for row, p in zip(out[:, width:], prefills)]
     assert [c.text for c in ours] == stock

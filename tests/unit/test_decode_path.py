@@ -149,9 +149,13 @@ class StopAt(StoppingCriteria):
         return torch.tensor([input_ids.shape[1] - self.width >= n for n in self.lengths])
 
 
-def test_decoding_gives_generates_tokens_and_drops_finished_rows(grouped_model):
-    """Rows stopped by their own test leave the batch (each forward after that is narrower), and
-    every row decodes what generate decodes for it, whose finished rows run on as padding."""
+def test_decoding_gives_generates_tokens_and_drops_finished_rows(grouped_model, monkeypatch):
+    """Rows stopped by their own test leave the batch (each forward after that is narrower), their
+    cache rows compacted in the same buffers (no second cache at the peak), and every row decodes
+    what generate decodes for it, whose finished rows run on as padding."""
+    buffers = []
+    original = kv_cache._buffer
+    monkeypatch.setattr(kv_cache, "_buffer", lambda *args: buffers.append(args[-1]) or original(*args))
     lengths, stops = [6, 15, 11, 9], [3, 12, 7, 12]
     batch = padded_batch(lengths)
     width = batch["input_ids"].shape[1]
@@ -167,6 +171,8 @@ def test_decoding_gives_generates_tokens_and_drops_finished_rows(grouped_model):
         hook.remove()
     assert ours == [row[:n] for row, n in zip(generated(stock, width, end=-1), stops)]
     assert widths == [4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 2]  # a row leaves after its last token
+    layers = grouped_model.config.num_hidden_layers
+    assert buffers == [15 + 12] * (2 * layers)  # keys and values per layer: the prompt's, and no more
 
 
 def test_decoding_ends_a_row_at_the_end_token_as_generate_does(grouped_model):
@@ -200,18 +206,3 @@ def test_decoding_after_a_prefix_cache_gives_the_plain_batchs_tokens(grouped_mod
         ours = decode.decode(grouped_model, batch, 10, finished=lambda row, ids: len(ids) >= 4 + 3 * row)
         plain = greedy(grouped_model, padded_batch_of(rows), 10)
     assert ours == [row[: 4 + 3 * r] for r, row in enumerate(plain[:, -10:].tolist())]
-
-
-def test_rows_leaving_the_batch_are_compacted_into_the_same_buffers(grouped_model, monkeypatch):
-    """A finished row's cache rows give way in place: no second buffer, so no second cache at the peak."""
-    buffers = []
-    original = kv_cache._buffer
-    monkeypatch.setattr(kv_cache, "_buffer", lambda *args: buffers.append(args[-1]) or original(*args))
-    batch = padded_batch([6, 15, 11, 9])
-    stops = [3, 12, 7, 12]
-    with torch.no_grad():
-        ours = decode.decode(grouped_model, {**batch, "past_key_values": kv_cache.growing_cache(grouped_model, 12)},
-                             12, finished=lambda row, ids: len(ids) >= stops[row])
-    assert buffers == [15 + 12] * (2 * grouped_model.config.num_hidden_layers)  # the prompt's, and no more
-    width = batch["input_ids"].shape[1]
-    assert ours == [row[:n] for row, n in zip(greedy(grouped_model, batch, 12)[:, width:].tolist(), stops)]
