@@ -48,14 +48,18 @@ def gsm8k_rows(lm: HFLM, examples: int, demos: int) -> list[list[int]]:
     return tok(prompts, add_special_tokens=False).input_ids
 
 
-def inputs_for(mode: tuple[str, str], model: torch.nn.Module, tok, rows: list[list[int]], tokens: int) -> dict:
-    """generate's inputs in this mode: the padded batch over a fresh cache, or the backend's own."""
+def inputs_for(mode: tuple[str, str], model: torch.nn.Module, tok, rows: list[list[int]], tokens: int
+               ) -> tuple[dict, list[int]]:
+    """generate's inputs in this mode, the padded batch over a fresh cache or the backend's own, and
+    the call of each batch row (the backend orders rows by their prefix groups)."""
     if mode == BACKEND:
         model.set_attn_implementation(attention.NAME)
         prefix.forget()  # the shared prefix is computed in the timing, as for a candidate's first batch
-        return generation_inputs(model, tok, rows, tokens)[0]
+        inputs, _, order = generation_inputs(model, tok, rows, tokens)
+        return inputs, order
     model.set_attn_implementation(ATTENTION[mode[0]])
-    return {**tok.pad({"input_ids": rows}, return_tensors="pt"), "past_key_values": CACHES[mode[1]](model, tokens)}
+    padded = {**tok.pad({"input_ids": rows}, return_tensors="pt"), "past_key_values": CACHES[mode[1]](model, tokens)}
+    return padded, list(range(len(rows)))
 
 
 def decode(mode: tuple[str, str], model: torch.nn.Module, tok, rows: list[list[int]], tokens: int
@@ -64,11 +68,12 @@ def decode(mode: tuple[str, str], model: torch.nn.Module, tok, rows: list[list[i
     with torch.inference_mode():
         follow_threads()
         start = time.perf_counter()
-        inputs = inputs_for(mode, model, tok, rows, tokens)
+        inputs, order = inputs_for(mode, model, tok, rows, tokens)
         out = model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
                              temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
         seconds = time.perf_counter() - start
-    return seconds, out[:, inputs["input_ids"].shape[1]:].tolist()
+    by_call = dict(zip(order, out[:, inputs["input_ids"].shape[1]:].tolist()))
+    return seconds, [by_call[call] for call in range(len(rows))]
 
 
 def main() -> None:

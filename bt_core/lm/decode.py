@@ -26,12 +26,12 @@ def decode(model: torch.nn.Module, inputs: dict, max_new_tokens: int, *, tempera
     prefix of every row's tokens."""
     cache: DynamicCache = inputs["past_key_values"]
     mask = inputs["attention_mask"]
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # pads take no position
+    at = positions(mask)
     past = cache.get_seq_length()
     ends = _end_tokens(model)
     tokens: list[list[int]] = [[] for _ in range(mask.shape[0])]
     rows = list(range(mask.shape[0]))  # the original row of each row still in the batch
-    step_ids, step_positions = inputs["input_ids"][:, past:], positions[:, past:]
+    step_ids, step_positions = inputs["input_ids"][:, past:], at[:, past:]
     while True:
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits
@@ -51,6 +51,11 @@ def decode(model: torch.nn.Module, inputs: dict, max_new_tokens: int, *, tempera
             rows = [rows[at] for at in going]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         step_ids, step_positions = chosen[:, None], step_positions[:, -1:] + 1
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position in its row, counted over the unmasked ones: pads take none."""
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 def _choose(logits: torch.Tensor, temperature: float) -> torch.Tensor:

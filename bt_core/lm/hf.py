@@ -32,7 +32,7 @@ from bt_core.lm.base import (
     prefill,
 )
 from bt_core.lm.converted import dtype_name, model_dir
-from bt_core.lm.decode import decode
+from bt_core.lm.decode import decode, positions
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
@@ -120,19 +120,20 @@ class HFLM(LM):
         prefills = [prefill(m) for m in batch]
         stop = params.stop_after_field
 
-        def closed(row: int, ids: list[int]) -> bool:
-            return field_closed(prefills[row] + tok.decode(ids, skip_special_tokens=True), stop)
+        def closed(call: int, ids: list[int]) -> bool:
+            return field_closed(prefills[call] + tok.decode(ids, skip_special_tokens=True), stop)
 
         with _lock, torch.inference_mode():
             follow_threads()
             model = self.model()
             start = time.perf_counter()
-            inputs, computed = generation_inputs(model, tok, rows, params.max_new_tokens)
+            inputs, computed, order = generation_inputs(model, tok, rows, params.max_new_tokens)
             new = decode(model, inputs, params.max_new_tokens, temperature=params.temperature,
-                         finished=closed if stop else None)
+                         finished=(lambda at, ids: closed(order[at], ids)) if stop else None)
             latency = time.perf_counter() - start
-        return [finish(tok, tok.decode(ids, skip_special_tokens=True), len(row), latency, params, p, n)
-                for ids, row, p, n in zip(new, rows, prefills, computed)]
+        tokens = dict(zip(order, new))
+        return [finish(tok, tok.decode(tokens[i], skip_special_tokens=True), len(row), latency, params, p, n)
+                for i, (row, p, n) in enumerate(zip(rows, prefills, computed))]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
                       on_log: Callable[[int, float], None] | None = None,
@@ -153,29 +154,65 @@ def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: Sam
                       computed_prompt_tokens=computed_prompt_tokens)
 
 
-def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int) -> tuple[dict, list[int]]:
-    """The decoding inputs for these prompts, over a cache with `room` for the new tokens (see kv_cache.py),
-    and the prompt tokens each call computes: after the shared prefix's cache when reusing it saves
-    enough (see prefix.py), else one left-padded batch."""
+def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int
+                      ) -> tuple[dict, list[int], list[int]]:
+    """generate-style inputs for these prompts, over a cache with `room` for the new tokens (see
+    kv_cache.py); the prompt tokens each call computes; and the call of each batch row. Prefixes
+    are computed once where that saves enough (see prefix.py), else the rows form one
+    left-padded batch."""
+    groups, saved = prefix.plan(rows)
+    first = groups[0]
+    saved += prefix.kept_for(model, rows[first.rows[0]][:first.shared])
+    if prefix.enabled() and saved >= prefix.MIN_SAVED and kv_cache.supports(model):
+        return _after_prefixes(model, tok, rows, groups, room)
+    ids, mask = _layout(tok, rows, 0, 0, max(map(len, rows)))
     growing = kv_cache.supports(model)
-    shared = prefix.shared_prefix(rows)
-    saved = (len(rows) - 1) * shared + prefix.kept_for(model, rows[0][:shared])
-    if prefix.enabled() and saved >= prefix.MIN_SAVED and growing:
-        return _after_prefix(model, tok, rows, shared, room)
-    inputs = dict(tok.pad({"input_ids": rows}, return_tensors="pt").to(device()))
-    inputs["past_key_values"] = kv_cache.growing_cache(model, room) if growing else DynamicCache(config=model.config)
-    return inputs, [len(r) for r in rows]
+    cache = kv_cache.growing_cache(model, room) if growing else DynamicCache(config=model.config)
+    return {"input_ids": ids, "attention_mask": mask, "past_key_values": cache}, list(map(len, rows)), [
+        *range(len(rows))]
 
 
-def _after_prefix(model: torch.nn.Module, tok, rows: list[list[int]], shared: int, room: int
-                  ) -> tuple[dict, list[int]]:
-    """[prefix | left pads | suffix] rows over the prefix's cache; decoding prefills only the suffixes, and
-    the pads, masked, take no position. The prefix's computed tokens count on the first call."""
-    suffixes = tok.pad({"input_ids": [r[shared:] for r in rows]}, return_tensors="pt").to(device())
-    cache, prefix_computed = prefix.prefix_cache(model, rows[0][:shared], len(rows),
-                                                 room + suffixes.input_ids.shape[1])
-    head = torch.tensor([rows[0][:shared]], device=device()).expand(len(rows), -1)
-    inputs = {"input_ids": torch.cat([head, suffixes.input_ids], dim=1),
-              "attention_mask": torch.cat([torch.ones_like(head), suffixes.attention_mask], dim=1),
-              "past_key_values": cache}
-    return inputs, [len(r) - shared + (prefix_computed if i == 0 else 0) for i, r in enumerate(rows)]
+def _after_prefixes(model: torch.nn.Module, tok, rows: list[list[int]], groups: list[prefix.Group], room: int
+                    ) -> tuple[dict, list[int], list[int]]:
+    """Rows [left pads | prefix | pads | suffix], group after group, in one cache: each group's prefix
+    is computed once, then its suffixes but their last token, which decoding starts from as in a
+    padded batch. Pads are masked and take no position. A group's prefix counts on its first call."""
+    width = max(map(len, rows))
+    buffers = kv_cache.reserve(model, len(rows), width + room)
+    ids, mask, computed, start = [], [], [0] * len(rows), 0
+    for group in groups:
+        end = start + len(group.rows)
+        pads = width - max(len(rows[row]) for row in group.rows)  # before the group's prefix
+        group_ids, group_mask = _layout(tok, [rows[row] for row in group.rows], group.shared, pads, width)
+        views = [(keys[start:end], values[start:end]) for keys, values in buffers]
+        for keys, values in views:
+            keys[..., :pads, :], values[..., :pads, :] = 0, 0  # masked, but no garbage a NaN could come from
+        cache = kv_cache.cache_over(model, views, pads)
+        if group.shared:
+            shared, computed[group.rows[0]] = prefix.prefix_layers(model, rows[group.rows[0]][:group.shared])
+            for layer, (keys, values) in zip(cache.layers, shared):
+                layer.update(keys.expand(end - start, -1, -1, -1), values.expand(end - start, -1, -1, -1))
+        if pads + group.shared < width - 1:
+            suffixes = slice(pads + group.shared, width - 1)
+            model(input_ids=group_ids[:, suffixes], attention_mask=group_mask[:, :width - 1],
+                  position_ids=positions(group_mask)[:, suffixes], past_key_values=cache, use_cache=True,
+                  logits_to_keep=1)  # only the cache is kept: decoding starts from each row's last token
+        for row in group.rows:
+            computed[row] += len(rows[row]) - group.shared
+        ids.append(group_ids)
+        mask.append(group_mask)
+        start = end
+    inputs = {"input_ids": torch.cat(ids), "attention_mask": torch.cat(mask),
+              "past_key_values": kv_cache.cache_over(model, buffers, width - 1, room)}
+    return inputs, computed, [row for group in groups for row in group.rows]
+
+
+def _layout(tok, rows: list[list[int]], shared: int, pads: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of rows [`pads` | their shared prefix | pads | each one's suffix], `width` wide."""
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for at, row in enumerate(rows):
+        for span, tokens in ((slice(pads, pads + shared), row[:shared]), (slice(width - len(row) + shared, width),
+                                                                          row[shared:])):
+            ids[at, span], mask[at, span] = torch.tensor(tokens, dtype=torch.long), 1
+    return ids.to(device()), mask.to(device())

@@ -38,6 +38,16 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = self._key_buffer[..., :end, :], self._value_buffer[..., :end, :]
         return self.keys, self.values
 
+    @classmethod
+    def over(cls, keys: torch.Tensor, values: torch.Tensor, length: int, room: int) -> GrowingLayer:
+        """A layer writing into these buffers ([batch, heads, capacity, dim], views of a larger
+        batch's, say), whose first `length` tokens it holds."""
+        layer = cls(room)
+        layer.lazy_initialization(keys, values)
+        layer._key_buffer, layer._value_buffer = keys, values
+        layer.keys, layer.values = keys[..., :length, :], values[..., :length, :]
+        return layer
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep these rows (finished calls leave the batch, see decode.py): moved to the front of
         the same buffers, so the peak holds one cache, not the old one and a selected copy."""
@@ -68,6 +78,24 @@ def _buffer(cached: torch.Tensor, new: torch.Tensor, length: int, capacity: int)
 def supports(model: torch.nn.Module) -> bool:
     """Only full attention: a sliding-window layer's cache is not a plain growing sequence."""
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+def reserve(model: torch.nn.Module, batch: int, capacity: int) -> Layers:
+    """Key and value buffers of `capacity` tokens for a batch, per layer, for caches `over` them."""
+    config = model.config
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    shape = (batch, config.num_key_value_heads, capacity, dim)
+    return [(torch.empty(shape, dtype=model.dtype, device=model.device),
+             torch.empty(shape, dtype=model.dtype, device=model.device))
+            for _ in DynamicCache(config=model.config).layers]
+
+
+def cache_over(model: torch.nn.Module, buffers: Layers, length: int, room: int = 0) -> DynamicCache:
+    """A cache writing into `buffers`, holding their first `length` tokens; `room` is what a full
+    one reserves when it has to grow."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer.over(keys, values, length, room) for keys, values in buffers]
+    return cache
 
 
 def growing_cache(model: torch.nn.Module, room: int, layers: Layers | None = None) -> DynamicCache:

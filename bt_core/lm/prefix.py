@@ -1,12 +1,17 @@
 """Prefix KV reuse for the transformers backend: a prompt prefix that a batch shares is computed once.
 
 A candidate program's calls share the system prompt, instructions and demos, most of every
-prompt; a padded batch would prefill that prefix once per call. Here the longest token prefix
-the batch shares is run once at batch 1, its keys and values are repeated across the batch,
-and generate prefills only each call's own suffix. The left padding of the suffixes then sits
-between prefix and suffix: masked, and skipped by the positions, which generate counts from
-the attention mask. The last prefix stays for the next batch (one per process, so memory stays
-bounded), cropped to what that batch shares with it and extended by what it adds.
+prompt; a padded batch would prefill that prefix once per call. Here a prefix is run once at
+batch 1, its keys and values are repeated across the rows that share it, and only each call's
+own suffix is prefilled. The left padding of the suffixes then sits between prefix and suffix:
+masked, and skipped by the positions, which count from the attention mask.
+
+A batch can hold rows whose prefixes part early: a teacher never runs an example with its own
+demo, so the rows whose example is a demo lack it, and the prefix all rows share ends before
+the first demo. So a batch is split into groups (`plan`), each with its own prefix, where that
+computes fewer tokens; they prefill apart and decode as one batch. The last prefix stays for the
+next batch or group (one per process, so memory stays bounded), cropped to what that one shares
+with it and extended by what it adds.
 
 Callers hold `bt_core.lm.hf._lock`, which also guards the kept prefix.
 """
@@ -20,9 +25,10 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from bt_core.lm.kv_cache import Layers, growing_cache
+from bt_core.lm.kv_cache import Layers
 
 MIN_SAVED = 64  # prompt tokens a batch must save before reuse beats its extra batch-1 forward
+GROUP_COST = 64  # prompt tokens another group must save: two more forward passes (prefix, suffixes)
 
 
 def enabled() -> bool:
@@ -38,6 +44,44 @@ def agreement(a: list[int], b: list[int]) -> int:
 def shared_prefix(rows: list[list[int]]) -> int:
     """The tokens every row starts with, leaving each row one of its own for generate to predict from."""
     return max(0, min(min(agreement(rows[0], r) for r in rows), min(map(len, rows)) - 1))
+
+
+@dataclass(frozen=True)
+class Group:
+    rows: list[int]  # the batch's rows, in the order the group prefills them
+    shared: int  # the prompt tokens they share, computed once
+
+
+def plan(rows: list[list[int]]) -> tuple[list[Group], int]:
+    """The groups that compute the fewest prompt tokens, and how many fewer than one padded batch.
+
+    In sorted order, rows sharing a longer prefix sit together and the prefix of a run of rows is
+    the least its neighbours share, so the groups are runs of sorted rows, found by dynamic
+    programming. A group computes its prefix (less what the group before it shares with it, kept)
+    and its suffixes padded to its longest; every group after the first costs GROUP_COST more.
+    """
+    order = sorted(range(len(rows)), key=lambda i: rows[i])
+    neighbours = [agreement(rows[a], rows[b]) for a, b in zip(order, order[1:])]
+    best: list[tuple[float, int, int]] = [(0, 0, 0)]  # per end: (cost, start of its last group, its shared)
+    for end in range(1, len(order) + 1):
+        choice, together, longest, shortest = (float("inf"), 0, 0), float("inf"), 0, float("inf")
+        for start in range(end - 1, -1, -1):
+            length = len(rows[order[start]])
+            longest, shortest = max(longest, length), min(shortest, length)
+            if start < end - 1:
+                together = min(together, neighbours[start])
+            shared = max(0, min(together, shortest - 1))  # every row keeps a token to predict from
+            reused = min(shared, neighbours[start - 1]) if start else 0
+            cost = (best[start][0] + shared - reused + (end - start) * (longest - shared)
+                    + (GROUP_COST if start else 0))
+            choice = min(choice, (cost, start, shared))
+        best.append(choice)
+    groups, end = [], len(order)
+    while end:
+        _, start, shared = best[end]
+        groups.append(Group(order[start:end], shared))
+        end = start
+    return groups[::-1], len(rows) * max(map(len, rows)) - best[-1][0]
 
 
 @dataclass
@@ -61,22 +105,21 @@ def forget() -> None:
     _kept = None
 
 
-def prefix_cache(model: torch.nn.Module, ids: list[int], batch: int, room: int) -> tuple[DynamicCache, int]:
-    """A cache holding `ids` for every row of the batch, with room for `room` more tokens, and how many of
-    `ids` had to be computed."""
+def prefix_layers(model: torch.nn.Module, ids: list[int]) -> tuple[Layers, int]:
+    """The keys and values of `ids` at batch 1, and how many of `ids` had to be computed; they stay kept."""
     global _kept
     reused = kept_for(model, ids)
     start = [(k[:, :, :reused], v[:, :, :reused]) for k, v in _kept.layers] if reused else []
     layers = _extend(model, start, ids[reused:])
     _kept = _Kept(weakref.ref(model), ids, layers)
-    rows = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
-    return growing_cache(model, room, rows), len(ids) - reused
+    return layers, len(ids) - reused
 
 
 def _extend(model: torch.nn.Module, layers: Layers, ids: list[int]) -> Layers:
     """`layers` (batch 1) with `ids` run after them; positions continue from the cache's length."""
+    if not ids:
+        return layers  # views of the kept prefix: no copy
     cache = DynamicCache(layers or None, config=model.config)
-    if ids:
-        model(input_ids=torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True,
-              logits_to_keep=1)  # the prefix's logits are never read
+    model(input_ids=torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)  # the prefix's logits are never read
     return [(layer.keys, layer.values) for layer in cache.layers]

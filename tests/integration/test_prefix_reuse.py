@@ -65,6 +65,19 @@ def test_a_kept_prefix_is_cropped_to_what_the_next_batch_shares(lm, monkeypatch)
     assert [c.text for c in generate(lm, fewer, monkeypatch, reuse=True)] == [c.text for c in plain]
 
 
+def test_a_batch_whose_prefixes_part_computes_each_once_and_decodes_what_the_padded_batch_decodes(lm, monkeypatch):
+    """A teacher's batch: the call whose example is the first demo runs without that demo, so all
+    the calls share only the system prompt; the others still share all three demos."""
+    splits = get_task("iris").load(3, 0, 5, seed=0)
+    demos = [dict(d) for d in splits.train]
+    prompts = [adapter.render(SIGNATURE, demos, e.inputs()) for e in splits.test]
+    prompts.insert(2, adapter.render(SIGNATURE, demos[1:], splits.train[0].inputs()))
+    plain = generate(lm, prompts, monkeypatch, reuse=False)
+    grouped = generate(lm, prompts, monkeypatch, reuse=True)
+    assert [(c.text, c.prompt_tokens) for c in grouped] == [(c.text, c.prompt_tokens) for c in plain]
+    assert sum(c.computed_prompt_tokens for c in grouped) < sum(c.prompt_tokens for c in plain) / 2
+
+
 def test_the_backend_decodes_what_transformers_generate_decodes(lm, monkeypatch):
     """generate runs every row until the last stops; the backend lets finished rows go. Same texts."""
     prompts = iris_prompts(demos=3, n=6)

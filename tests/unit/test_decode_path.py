@@ -8,6 +8,8 @@ A tiny random Llama with grouped key/value heads and a left-padded batch exercis
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
@@ -18,6 +20,7 @@ from bt_core.lm.models import resolve_model
 from tests.tiny_model import build_tiny_model
 
 PAD = 0
+TOKENIZER = SimpleNamespace(pad_token_id=PAD)  # all the prefix path asks of a tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +104,40 @@ def test_the_growing_cache_allocates_once_per_layer_when_its_room_suffices(group
     assert cache.get_seq_length() == 7 + 20 - 1  # the last token is returned, never fed back
 
 
-def test_a_prefix_cache_continues_into_its_room(grouped_model):
-    """The prefix path (prefix.py) hands generate a growing cache that already holds the shared prefix."""
-    shared, tails = [5, 9, 14, 22, 31, 40], [[50, 51], [60, 61, 62, 63]]
+def test_inputs_after_a_shared_prefix_hold_all_but_each_rows_last_token(grouped_model):
+    """The prefix path (prefix.py) hands generate a growing cache that holds the shared prefix once
+    computed and every row's suffix but its last token, with room for the new tokens."""
+    shared, tails = list(range(3, 83)), [[50, 51], [60, 61, 62, 63]]  # enough shared to be worth it
     rows = [shared + tail for tail in tails]
     prefix.forget()
-    cache, computed = prefix.prefix_cache(grouped_model, shared, len(rows), room=4 + 8)
-    assert computed == len(shared) and cache.get_seq_length() == len(shared)
-    assert all(isinstance(layer, kv_cache.GrowingLayer) for layer in cache.layers)
+    with torch.no_grad():
+        inputs, computed, order = hf.generation_inputs(grouped_model, TOKENIZER, rows, 8)
     prefix.forget()
-    batch = {"input_ids": torch.tensor([shared + [PAD, PAD] + tails[0], shared + tails[1]]),
-             "attention_mask": torch.tensor([[1] * 6 + [0, 0] + [1] * 2, [1] * 10])}
-    with_prefix = greedy(grouped_model, batch, 8, past_key_values=cache)
-    plain = greedy(grouped_model, padded_batch_of(rows), 8)
-    assert with_prefix[0, -8:].tolist() == plain[0, -8:].tolist()
-    assert with_prefix[1, -8:].tolist() == plain[1, -8:].tolist()
+    cache, width = inputs["past_key_values"], 80 + 4
+    assert cache.get_seq_length() == width - 1
+    assert all(isinstance(layer, kv_cache.GrowingLayer) and layer._key_buffer.shape[-2] == width + 8
+               for layer in cache.layers)
+    assert computed == [80 + 2, 4] and order == [0, 1]
+    with_prefix = greedy(grouped_model, inputs, 8)
+    plain = greedy(grouped_model, padded_batch_of([rows[row] for row in order]), 8)
+    assert with_prefix[:, -8:].tolist() == plain[:, -8:].tolist()
+
+
+def test_rows_whose_prefixes_part_early_compute_each_prefix_once_and_decode_as_one_batch(grouped_model):
+    """As a teacher's batch: one row lacks the second demo. Grouped, the other rows still share both
+    demos, and every row decodes what the plain padded batch decodes for it."""
+    system, first, second = [5, 9, 14], list(range(20, 60)), list(range(60, 100 - 4))
+    tails = [[3, 4], [6, 7, 8], [10, 11], [12]]
+    rows = [system + first + second + tails[0], system + first + second + tails[1], system + first + tails[2],
+            system + first + second + tails[3]]
+    prefix.forget()
+    with torch.no_grad():
+        inputs, computed, order = hf.generation_inputs(grouped_model, TOKENIZER, rows, 10)
+        ours = decode.decode(grouped_model, inputs, 10)
+    prefix.forget()
+    assert sum(computed) < len(system + first + second) + sum(map(len, tails)) + len(tails)
+    plain = greedy(grouped_model, padded_batch_of(rows), 10)[:, -10:].tolist()
+    assert {row: tokens for row, tokens in zip(order, ours)} == dict(enumerate(plain))
 
 
 def padded_batch_of(rows: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -192,17 +214,14 @@ def test_decoding_ends_a_row_at_the_end_token_as_generate_does(grouped_model):
     assert len(set(ended)) > 1 and len(ended) < len(expected), "rows should end apart, and not all of them"
 
 
-def test_decoding_after_a_prefix_cache_gives_the_plain_batchs_tokens(grouped_model):
-    shared, tails = [5, 9, 14, 22, 31, 40], [[50, 51], [60, 61, 62, 63], [70]]
+def test_decoding_after_a_shared_prefix_gives_the_plain_batchs_tokens(grouped_model):
+    shared, tails = list(range(3, 83)), [[50, 51], [60, 61, 62, 63], [70]]
     rows = [shared + tail for tail in tails]
     prefix.forget()
-    cache, _ = prefix.prefix_cache(grouped_model, shared, len(rows), room=4 + 10)
-    prefix.forget()
-    batch = {"input_ids": torch.tensor([shared + [PAD, PAD] + tails[0], shared + tails[1],
-                                        shared + [PAD] * 3 + tails[2]]),
-             "attention_mask": torch.tensor([[1] * 6 + [0, 0] + [1] * 2, [1] * 10, [1] * 6 + [0] * 3 + [1]]),
-             "past_key_values": cache}
     with torch.no_grad():
-        ours = decode.decode(grouped_model, batch, 10, finished=lambda row, ids: len(ids) >= 4 + 3 * row)
+        inputs, _, order = hf.generation_inputs(grouped_model, TOKENIZER, rows, 10)
+        ours = decode.decode(grouped_model, inputs, 10, finished=lambda at, ids: len(ids) >= 4 + 3 * order[at])
         plain = greedy(grouped_model, padded_batch_of(rows), 10)
-    assert ours == [row[: 4 + 3 * r] for r, row in enumerate(plain[:, -10:].tolist())]
+    prefix.forget()
+    assert {row: tokens for row, tokens in zip(order, ours)} == {
+        r: row[: 4 + 3 * r] for r, row in enumerate(plain[:, -10:].tolist())}
