@@ -28,7 +28,7 @@ from transformers import DynamicCache
 from bt_core.lm.kv_cache import Layers
 
 MIN_SAVED = 64  # prompt tokens a batch must save before reuse beats its extra batch-1 forward
-GROUP_COST = 64  # prompt tokens another group must save: two more forward passes (prefix, suffixes)
+GROUP_COST = 256  # prompt tokens another group must save: two more, smaller forward passes (prefix, suffixes)
 
 
 def enabled() -> bool:
