@@ -2,7 +2,7 @@
 
 A GSM8K candidate's batch (the same labeled demos before every question) is decoded by the
 embedded model to its natural stops (the last field's line, the end token, or the 160-token cap)
-two ways over the hf backend's own inputs (shared prefix computed once, growing cache):
+two ways after the same prefill (shared prefix computed once, growing cache, as the hf backend does):
 transformers' generate with the same stop rule, which computes every row until the last one
 stops, and the backend's decoding (bt_core/lm/decode.py), where a finished row leaves the batch.
 Prints seconds, the ratio, the rows computed over all steps against the tokens kept, and
@@ -18,12 +18,11 @@ import statistics
 import time
 
 import torch
-from decode_speed import gsm8k_rows  # this folder is on the path of a script run from it
+from decode_speed import after_prefix, gsm8k_rows  # this folder is on the path of a script run from it
 from transformers import StoppingCriteriaList
 
-from bt_core.lm import prefix
-from bt_core.lm.decode import decode
-from bt_core.lm.hf import HFLM, generation_inputs
+from bt_core.lm.decode import decode, prefilled
+from bt_core.lm.hf import HFLM
 from bt_core.lm.models import resolve_model
 from bt_core.lm.stopping import field_closed
 from bt_core.lm.threads import follow_threads
@@ -37,7 +36,7 @@ TOKENS = 160  # GSM8K's chain-of-thought cap
 def stock(model, tok, rows: list[list[int]]) -> tuple[float, list[list[int]], int]:
     """(seconds, each row's tokens up to its stop, rows x steps computed) with generate."""
     start = time.perf_counter()
-    inputs = generation_inputs(model, tok, rows, TOKENS)[0]
+    inputs = after_prefix(model, tok, rows, TOKENS)
     width = inputs["input_ids"].shape[1]
     stop = StoppingCriteriaList([FieldStop(tok, width, LABEL)])
     out = model.generate(**inputs, max_new_tokens=TOKENS, do_sample=False, temperature=None, top_p=None, top_k=None,
@@ -58,7 +57,7 @@ def _stop(tok, row: list[int]) -> int:
 
 def ours(model, tok, rows: list[list[int]]) -> tuple[float, list[list[int]], int]:
     start = time.perf_counter()
-    inputs = generation_inputs(model, tok, rows, TOKENS)[0]
+    inputs = prefilled(model, after_prefix(model, tok, rows, TOKENS))
     new = decode(model, inputs, TOKENS,
                  finished=lambda row, ids: field_closed(tok.decode(ids, skip_special_tokens=True), LABEL))
     return time.perf_counter() - start, new, sum(map(len, new))
@@ -80,7 +79,6 @@ def main() -> None:
         follow_threads()
         for _ in range(args.repeat):
             for name, run in modes.items():  # interleaved, so a busy spell hits both
-                prefix.forget()  # each computes the shared prefix, as a candidate's first batch does
                 took, tokens, computed = run(model, tok, rows)
                 seconds[name].append(took)
                 results[name] = (tokens, computed)

@@ -13,6 +13,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable
 
@@ -170,12 +171,19 @@ def _as_hit(completion: Completion) -> Completion:
 
 
 def adapter_fingerprint(adapter_path: str | None) -> str:
+    """A hash of the adapter folder's files. Every call's cache key carries it, so the files are
+    read once per version (each file's name, size and modification time), not once per call."""
     if adapter_path is None:
         return "base"
+    files = sorted(file for file in Path(adapter_path).glob("*") if file.is_file())
+    return _fingerprint(tuple((str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in files))
+
+
+@lru_cache(maxsize=64)
+def _fingerprint(files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in sorted(Path(adapter_path).glob("*")):
-        if file.is_file():
-            digest.update(file.name.encode())
-            digest.update(file.read_bytes())
+    for path, _, _ in files:
+        digest.update(Path(path).name.encode())
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 

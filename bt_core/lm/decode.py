@@ -19,23 +19,29 @@ from transformers import DynamicCache
 Finished = Callable[[int, list[int]], bool]  # (row, its tokens so far) -> whether it is done
 
 
+def prefilled(model: torch.nn.Module, inputs: dict) -> dict:
+    """decode's inputs from generate-style ones (left-padded `input_ids` and `attention_mask`, and a
+    cache, `past_key_values`, that may already hold a prefix of every row): the rest of each prompt
+    run into the cache, and the `logits` after its last token."""
+    cache, mask = inputs["past_key_values"], inputs["attention_mask"]
+    past = cache.get_seq_length()
+    logits = model(input_ids=inputs["input_ids"][:, past:], attention_mask=mask, position_ids=positions(mask)[:, past:],
+                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    return {"attention_mask": mask, "past_key_values": cache, "logits": logits}
+
+
 def decode(model: torch.nn.Module, inputs: dict, max_new_tokens: int, *, temperature: float = 0.0,
            finished: Finished | None = None) -> list[list[int]]:
-    """Each row's new tokens (its end token included) for generate-style `inputs`: left-padded
-    `input_ids` and `attention_mask`, and a cache (`past_key_values`) that may already hold a
-    prefix of every row's tokens."""
+    """Each row's new tokens (its end token included) after `prefilled` inputs: a cache holding
+    every prompt token, the `attention_mask` over them, and the `logits` after each row's last."""
     cache: DynamicCache = inputs["past_key_values"]
-    mask = inputs["attention_mask"]
-    at = positions(mask)
-    past = cache.get_seq_length()
+    mask, logits = inputs["attention_mask"], inputs["logits"]
+    step_positions = positions(mask)[:, -1:]
     ends = _end_tokens(model)
     tokens: list[list[int]] = [[] for _ in range(mask.shape[0])]
     rows = list(range(mask.shape[0]))  # the original row of each row still in the batch
-    step_ids, step_positions = inputs["input_ids"][:, past:], at[:, past:]
     while True:
-        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-        chosen = _choose(logits[:, -1].float(), temperature)
+        chosen = _choose(logits.float(), temperature)
         going = []
         for at, (row, token) in enumerate(zip(rows, chosen.tolist())):
             tokens[row].append(token)
@@ -50,7 +56,9 @@ def decode(model: torch.nn.Module, inputs: dict, max_new_tokens: int, *, tempera
             mask, chosen, step_positions = mask[keep], chosen[keep], step_positions[keep]
             rows = [rows[at] for at in going]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        step_ids, step_positions = chosen[:, None], step_positions[:, -1:] + 1
+        step_positions = step_positions + 1
+        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=step_positions,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:

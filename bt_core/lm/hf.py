@@ -32,7 +32,7 @@ from bt_core.lm.base import (
     prefill,
 )
 from bt_core.lm.converted import dtype_name, model_dir
-from bt_core.lm.decode import decode, positions
+from bt_core.lm.decode import decode, prefilled
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
@@ -156,7 +156,7 @@ def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: Sam
 
 def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: int
                       ) -> tuple[dict, list[int], list[int]]:
-    """generate-style inputs for these prompts, over a cache with `room` for the new tokens (see
+    """decode's inputs for these prompts, prefilled into a cache with `room` for the new tokens (see
     kv_cache.py); the prompt tokens each call computes; and the call of each batch row. Prefixes
     are computed once where that saves enough (see prefix.py), else the rows form one
     left-padded batch."""
@@ -168,18 +168,18 @@ def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: 
     ids, mask = _layout(tok, rows, 0, 0, max(map(len, rows)))
     growing = kv_cache.supports(model)
     cache = kv_cache.growing_cache(model, room) if growing else DynamicCache(config=model.config)
-    return {"input_ids": ids, "attention_mask": mask, "past_key_values": cache}, list(map(len, rows)), [
-        *range(len(rows))]
+    inputs = prefilled(model, {"input_ids": ids, "attention_mask": mask, "past_key_values": cache})
+    return inputs, list(map(len, rows)), [*range(len(rows))]
 
 
 def _after_prefixes(model: torch.nn.Module, tok, rows: list[list[int]], groups: list[prefix.Group], room: int
                     ) -> tuple[dict, list[int], list[int]]:
     """Rows [left pads | prefix | pads | suffix], group after group, in one cache: each group's prefix
-    is computed once, then its suffixes but their last token, which decoding starts from as in a
-    padded batch. Pads are masked and take no position. A group's prefix counts on its first call."""
+    is computed once, then its suffixes. Pads are masked and take no position. A group's prefix
+    counts on its first call."""
     width = max(map(len, rows))
     buffers = kv_cache.reserve(model, len(rows), width + room)
-    ids, mask, computed, start = [], [], [0] * len(rows), 0
+    masks, logits, computed, start = [], [], [0] * len(rows), 0
     for group in groups:
         end = start + len(group.rows)
         pads = width - max(len(rows[row]) for row in group.rows)  # before the group's prefix
@@ -192,18 +192,14 @@ def _after_prefixes(model: torch.nn.Module, tok, rows: list[list[int]], groups: 
             shared, computed[group.rows[0]] = prefix.prefix_layers(model, rows[group.rows[0]][:group.shared])
             for layer, (keys, values) in zip(cache.layers, shared):
                 layer.update(keys.expand(end - start, -1, -1, -1), values.expand(end - start, -1, -1, -1))
-        if pads + group.shared < width - 1:
-            suffixes = slice(pads + group.shared, width - 1)
-            model(input_ids=group_ids[:, suffixes], attention_mask=group_mask[:, :width - 1],
-                  position_ids=positions(group_mask)[:, suffixes], past_key_values=cache, use_cache=True,
-                  logits_to_keep=1)  # only the cache is kept: decoding starts from each row's last token
+        logits.append(prefilled(model, {"input_ids": group_ids, "attention_mask": group_mask,
+                                      "past_key_values": cache})["logits"])
         for row in group.rows:
             computed[row] += len(rows[row]) - group.shared
-        ids.append(group_ids)
-        mask.append(group_mask)
+        masks.append(group_mask)
         start = end
-    inputs = {"input_ids": torch.cat(ids), "attention_mask": torch.cat(mask),
-              "past_key_values": kv_cache.cache_over(model, buffers, width - 1, room)}
+    inputs = {"attention_mask": torch.cat(masks), "logits": torch.cat(logits),
+              "past_key_values": kv_cache.cache_over(model, buffers, width, room)}
     return inputs, computed, [row for group in groups for row in group.rows]
 
 

@@ -104,23 +104,22 @@ def test_the_growing_cache_allocates_once_per_layer_when_its_room_suffices(group
     assert cache.get_seq_length() == 7 + 20 - 1  # the last token is returned, never fed back
 
 
-def test_inputs_after_a_shared_prefix_hold_all_but_each_rows_last_token(grouped_model):
-    """The prefix path (prefix.py) hands generate a growing cache that holds the shared prefix once
-    computed and every row's suffix but its last token, with room for the new tokens."""
+def test_inputs_after_a_shared_prefix_hold_every_prompt_token_once_computed(grouped_model):
+    """The prefix path (prefix.py) hands decoding a growing cache that holds the shared prefix, once
+    computed, and every row's suffix, with room for the new tokens, and the logits after each row."""
     shared, tails = list(range(3, 83)), [[50, 51], [60, 61, 62, 63]]  # enough shared to be worth it
     rows = [shared + tail for tail in tails]
     prefix.forget()
     with torch.no_grad():
         inputs, computed, order = hf.generation_inputs(grouped_model, TOKENIZER, rows, 8)
+        plain = grouped_model(**padded_batch_of(rows)).logits[:, -1]
     prefix.forget()
     cache, width = inputs["past_key_values"], 80 + 4
-    assert cache.get_seq_length() == width - 1
+    assert cache.get_seq_length() == width
     assert all(isinstance(layer, kv_cache.GrowingLayer) and layer._key_buffer.shape[-2] == width + 8
                for layer in cache.layers)
     assert computed == [80 + 2, 4] and order == [0, 1]
-    with_prefix = greedy(grouped_model, inputs, 8)
-    plain = greedy(grouped_model, padded_batch_of([rows[row] for row in order]), 8)
-    assert with_prefix[:, -8:].tolist() == plain[:, -8:].tolist()
+    torch.testing.assert_close(inputs["logits"], plain)
 
 
 def test_rows_whose_prefixes_part_early_compute_each_prefix_once_and_decode_as_one_batch(grouped_model):
@@ -187,8 +186,9 @@ def test_decoding_gives_generates_tokens_and_drops_finished_rows(grouped_model, 
                                                    with_kwargs=True)
     try:
         with torch.no_grad():
-            ours = decode.decode(grouped_model, {**batch, "past_key_values": kv_cache.growing_cache(grouped_model, 12)},
-                                 12, finished=lambda row, ids: len(ids) >= stops[row])
+            cache = kv_cache.growing_cache(grouped_model, 12)
+            inputs = decode.prefilled(grouped_model, {**batch, "past_key_values": cache})
+            ours = decode.decode(grouped_model, inputs, 12, finished=lambda row, ids: len(ids) >= stops[row])
     finally:
         hook.remove()
     assert ours == [row[:n] for row, n in zip(generated(stock, width, end=-1), stops)]
@@ -207,7 +207,8 @@ def test_decoding_ends_a_row_at_the_end_token_as_generate_does(grouped_model):
     width = batch["input_ids"].shape[1]
     with torch.no_grad():
         stock = biased.generate(**batch, max_new_tokens=20, do_sample=False, pad_token_id=PAD)
-        ours = decode.decode(biased, {**batch, "past_key_values": kv_cache.growing_cache(biased, 20)}, 20)
+        inputs = decode.prefilled(biased, {**batch, "past_key_values": kv_cache.growing_cache(biased, 20)})
+        ours = decode.decode(biased, inputs, 20)
     expected = generated(stock, width, end=2)
     assert ours == expected
     ended = [len(row) for row in expected if row[-1] == 2]

@@ -1,11 +1,12 @@
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
 from bt_core import ChainOfThought, Example, Module, Predict
 from bt_core.adapter import ParseError
-from bt_core.lm.base import SamplingParams
+from bt_core.lm.base import SamplingParams, adapter_fingerprint
 from bt_core.lm.cache import LMCache
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.modules import capture_trace
@@ -126,3 +127,17 @@ def test_computed_prompt_tokens_default_to_those_sent_and_a_hit_computes_none(tm
     assert first.computed_prompt_tokens == first.prompt_tokens > 0 and again.computed_prompt_tokens == 0
     (stored,) = cache._db.execute("SELECT value FROM calls").fetchone()
     assert "computed_prompt_tokens" not in json.loads(stored)
+
+
+def test_an_adapters_fingerprint_reads_its_files_once_per_version(tmp_path, monkeypatch):
+    """Every call's cache key carries the fingerprint: an unchanged folder is not read again, and a
+    rewritten file gives a new fingerprint."""
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "adapter_config.json").write_text("{}")
+    reads = []
+    original = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or original(self))
+    first = adapter_fingerprint(str(tmp_path))
+    assert adapter_fingerprint(str(tmp_path)) == first and len(reads) == 2
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert adapter_fingerprint(str(tmp_path)) != first
