@@ -160,13 +160,13 @@ def generation_inputs(model: torch.nn.Module, tok, rows: list[list[int]], room: 
     kv_cache.py); the prompt tokens each call computes; and the call of each batch row. Prefixes
     are computed once where that saves enough (see prefix.py), else the rows form one
     left-padded batch."""
-    groups, saved = prefix.plan(rows)
-    first = groups[0]
-    saved += prefix.kept_for(model, rows[first.rows[0]][:first.shared])
-    if prefix.enabled() and saved >= prefix.MIN_SAVED and kv_cache.supports(model):
-        return _after_prefixes(model, tok, rows, groups, room)
-    ids, mask = _layout(tok, rows, 0, 0, max(map(len, rows)))
     growing = kv_cache.supports(model)
+    if prefix.enabled() and growing:
+        groups, saved = prefix.plan(rows)
+        first = groups[0]
+        if saved + prefix.kept_for(model, rows[first.rows[0]][:first.shared]) >= prefix.MIN_SAVED:
+            return _after_prefixes(model, tok, rows, groups, room)
+    ids, mask = _layout(tok, rows, 0, 0, max(map(len, rows)))
     cache = kv_cache.growing_cache(model, room) if growing else DynamicCache(config=model.config)
     inputs = prefilled(model, {"input_ids": ids, "attention_mask": mask, "past_key_values": cache})
     return inputs, list(map(len, rows)), [*range(len(rows))]
