@@ -175,8 +175,8 @@ def adapter_fingerprint(adapter_path: str | None) -> str:
     read once per version (each file's name, size and modification time), not once per call."""
     if adapter_path is None:
         return "base"
-    files = sorted(file for file in Path(adapter_path).glob("*") if file.is_file())
-    return _fingerprint(tuple((str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in files))
+    files = sorted((str(file), file.stat()) for file in Path(adapter_path).glob("*") if file.is_file())
+    return _fingerprint(tuple((path, stat.st_size, stat.st_mtime_ns) for path, stat in files))
 
 
 @lru_cache(maxsize=64)
