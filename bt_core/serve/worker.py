@@ -99,11 +99,13 @@ def registered(sessions: Sessions) -> Iterator[Registration]:
             session.execute(insert(Worker).values(id=me.worker, started_at=utcnow(), heartbeat_at=db_now()))
     retrying(register, give_up_after_s=stale_after_s(), what="worker registration")
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(sessions, me, stop), name="heartbeat", daemon=True).start()
+    beating = threading.Thread(target=_heartbeat, args=(sessions, me, stop), name="heartbeat", daemon=True)
+    beating.start()
     try:
         yield me
     finally:
         stop.set()
+        beating.join(stale_after_s())  # a stamp in flight would insert the row again after the delete
         try:
             with sessions.begin() as session:
                 session.execute(delete(Worker).where(Worker.id == me.worker))

@@ -1,6 +1,7 @@
 """The queue and the recorder on a real SQLite file and a real PostgreSQL server: claims,
 leases, stale re-queues, cancel, rows."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -11,13 +12,14 @@ from bt_core.lm.base import LoraConfig, TrainingLog
 from bt_core.lm.scripted import ScriptedLM
 from bt_core.optimizers import BootstrapFewShotWithRandomSearch
 from bt_core.recording import RunCancelled, recording
+from bt_core.serve import worker
 from bt_core.serve.lease import Lease, LeaseLost
 from bt_core.serve.queue import launch_experiment, request_cancel, retry_run
 from bt_core.serve.recording_db import RunRecorder
-from bt_core.serve.worker import claim, requeue_stale
+from bt_core.serve.worker import claim, registered, requeue_stale
 from bt_core.tasks import get_task
 from db.clock import database_now
-from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, Training
+from db.models import ExampleScore, Program, Run, RunStatus, Step, Trace, Training, Worker
 from db.session import session_factory
 from tests.scripted import lost_with_demos, scripted_iris_lm
 
@@ -112,6 +114,18 @@ def test_a_worker_that_lost_its_run_writes_nothing_more(sessions, monkeypatch):
         run = s.get(Run, first.run_id)
         assert (run.message, run.worker, run.attempt, run.status) == ("from the new owner", "alive", 2,
                                                                        RunStatus.running)
+
+
+def test_a_worker_that_deregistered_stays_gone_whatever_its_heartbeat_was_doing(sessions, monkeypatch):
+    """A heartbeat that was stamping while the worker deregistered must not insert its row again:
+    a dashboard would see a live worker that is gone (and start none of its own)."""
+    monkeypatch.setattr(worker, "HEARTBEAT_S", 0.0)  # the heartbeat stamps without pause: the race is always on
+    for _ in range(30):
+        with registered(sessions):
+            time.sleep(0.01)
+        time.sleep(0.02)  # time for a stamp that was in flight to land
+        with sessions() as s:
+            assert s.scalar(select(func.count()).select_from(Worker)) == 0
 
 
 def test_the_heartbeat_and_the_stale_cutoff_use_the_database_clock(sessions):
