@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as transformers_logging
 
-from bt_core.lm import attention, kv_cache, prefix
+from bt_core.lm import attention, kv_cache, packed_linear, prefix
 from bt_core.lm.backends import HF_BACKENDS
 from bt_core.lm.base import (
     LM,
@@ -127,9 +127,10 @@ class HFLM(LM):
             follow_threads()
             model = self.model()
             start = time.perf_counter()
-            inputs, computed, order = generation_inputs(model, tok, rows, params.max_new_tokens)
-            new = decode(model, inputs, params.max_new_tokens, temperature=params.temperature,
-                         finished=(lambda at, ids: closed(order[at], ids)) if stop else None)
+            with packed_linear.packed(model):
+                inputs, computed, order = generation_inputs(model, tok, rows, params.max_new_tokens)
+                new = decode(model, inputs, params.max_new_tokens, temperature=params.temperature,
+                             finished=(lambda at, ids: closed(order[at], ids)) if stop else None)
             latency = time.perf_counter() - start
         tokens = dict(zip(order, new))
         return [finish(tok, tok.decode(tokens[i], skip_special_tokens=True), len(row), latency, params, p, n)
@@ -139,6 +140,7 @@ class HFLM(LM):
                       on_log: Callable[[int, float], None] | None = None,
                       start_adapter: str | None = None) -> TrainingLog:
         with _lock:
+            packed_linear.release()  # training needs the memory more than the next generate needs the packs
             return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log, start_adapter)
 
 

@@ -11,7 +11,6 @@ caller, which stores it for the dashboard's training curve.
 from __future__ import annotations
 
 import copy
-import ctypes
 import random
 import time
 import warnings
@@ -22,6 +21,7 @@ from typing import Callable
 import torch
 
 from bt_core.lm.base import LoraConfig, Messages, TrainingLog
+from bt_core.lm.memory import return_freed_memory
 from bt_core.lm.threads import follow_threads
 
 # Saving an adapter of a GGUF-loaded model, peft finds no config.json beside the weights and warns
@@ -62,7 +62,7 @@ def train_lora(model: torch.nn.Module, tokenizer, conversations: list[Messages],
         peft_model.unload().eval()
         for name, p in model.named_parameters():
             p.requires_grad_(frozen[name])
-        _return_freed_memory()
+        return_freed_memory()
 
 
 def merged_copy(base: torch.nn.Module, adapter_path: str) -> torch.nn.Module:
@@ -79,15 +79,6 @@ def merged_copy(base: torch.nn.Module, adapter_path: str) -> torch.nn.Module:
     shared.update({id(b): b for b in base.buffers()})
     shell = copy.deepcopy(base, shared)
     return PeftModel.from_pretrained(shell, adapter_path).merge_and_unload(safe_merge=True).eval()
-
-
-def _return_freed_memory() -> None:
-    """glibc keeps the freed activations of training in its heaps, where they would count in every
-    later step's resident memory; malloc_trim hands them back to the system (a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _train(peft_model, tokenizer, conversations: list[Messages], config: LoraConfig, out_dir: Path,
