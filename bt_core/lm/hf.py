@@ -34,6 +34,7 @@ from bt_core.lm.base import (
 from bt_core.lm.converted import dtype_name, model_dir
 from bt_core.lm.decode import decode, prefilled
 from bt_core.lm.lora import merged_copy, train_lora
+from bt_core.lm.memory import return_freed_memory
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
 from bt_core.lm.threads import follow_threads
@@ -131,6 +132,8 @@ class HFLM(LM):
                 inputs, computed, order = generation_inputs(model, tok, rows, params.max_new_tokens)
                 new = decode(model, inputs, params.max_new_tokens, temperature=params.temperature,
                              finished=(lambda at, ids: closed(order[at], ids)) if stop else None)
+            del inputs  # the batch's cache, handed back before the next batch sizes its own
+            return_freed_memory()
             latency = time.perf_counter() - start
         tokens = dict(zip(order, new))
         return [finish(tok, tok.decode(tokens[i], skip_special_tokens=True), len(row), latency, params, p, n)

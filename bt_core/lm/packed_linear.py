@@ -39,8 +39,11 @@ def packed(model: torch.nn.Module) -> Iterator[None]:
         return
     linears = [module for module in model.modules() if type(module) is torch.nn.Linear]
     kept = {_key(module.weight): _pack(module.weight) for module in linears}
+    dropped = _packs.keys() - kept.keys()
     _packs.clear()
     _packs.update(kept)
+    if dropped:  # another model's packs: their memory goes back before this model's batch needs its own
+        return_freed_memory()
     for module in linears:
         module.forward = partial(_forward, _packs[_key(module.weight)][1], module.bias)
     try:
