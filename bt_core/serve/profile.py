@@ -14,13 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 MATMUL_SIZE = 1024  # big enough to run at the BLAS's full rate, small enough to measure in a second
+BURST = 3  # products timed together: long enough for the clock, short enough for several bursts
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
 def matmul_gflops(seconds: float = 0.5, dtype: str = "float32") -> float:
     """GFLOP/s of square matrix products in `dtype` (the model's) on this process's current torch
-    threads: the faster of a plain product and one from a packed weight, where oneDNN packs them
-    (bt_core/lm/packed_linear.py), so the ceiling is the best product the model could use."""
+    threads: the best of short bursts of a plain product and of one from a packed weight, where
+    oneDNN packs them (bt_core/lm/packed_linear.py), taken in turns so a busy spell on a shared
+    machine lowers some bursts of each rather than the whole of one."""
     import torch
 
     from bt_core.lm import packed_linear
@@ -29,16 +31,16 @@ def matmul_gflops(seconds: float = 0.5, dtype: str = "float32") -> float:
     products = [lambda: a @ b]
     if packed_linear.supported(b):
         products.append(lambda packed=packed_linear.product(b): packed(a))
-    return max(_gflops(product, seconds / len(products)) for product in products)
-
-
-def _gflops(product, seconds: float) -> float:
-    product()  # warm the threads and buffers
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        product()
-        count += 1
-    return 2 * MATMUL_SIZE**3 * count / elapsed / 1e9
+    for product in products:
+        product()  # warm the threads and buffers
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds or not best:
+        for product in products:
+            burst = time.perf_counter()
+            for _ in range(BURST):
+                product()
+            best = max(best, 2 * MATMUL_SIZE**3 * BURST / (time.perf_counter() - burst) / 1e9)
+    return best
 
 
 def reset_peak_memory() -> None:
