@@ -72,7 +72,7 @@ class Run(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cpu_threads: Mapped[int | None] = mapped_column(Integer)  # its latest attempt's threads (bt_core/serve/cores.py)
     model_params: Mapped[int | None] = mapped_column(BigInteger)  # for the steps' FLOP rates (bt_core/serve/profile.py)
-    matmul_gflops: Mapped[float | None] = mapped_column(Float)  # the fp32 ceiling its process measured
+    matmul_gflops: Mapped[float | None] = mapped_column(Float)  # the matrix-product ceiling its process measured
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock, UTC
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
