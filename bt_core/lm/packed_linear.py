@@ -64,13 +64,18 @@ def _key(weight: torch.Tensor) -> tuple[int, int, torch.dtype]:
 
 
 def _pack(weight: torch.Tensor) -> Pack:
-    return _packs.get(_key(weight)) or (weight, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+    return _packs.get(_key(weight)) or (weight, _reordered(weight))
+
+
+def _reordered(weight: torch.Tensor) -> torch.Tensor:
+    """The weight in oneDNN's blocked layout, for any batch size."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
 
 
 def product(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """x -> x @ weight.T from `weight` packed once, as a packed layer computes it (for a ceiling that
     measures the machine's fastest product)."""
-    return partial(_forward, torch.ops.mkldnn._reorder_linear_weight(weight, None), None)
+    return partial(_forward, _reordered(weight), None)
 
 
 def _forward(packed_weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
