@@ -70,15 +70,22 @@ def merged_copy(base: torch.nn.Module, adapter_path: str) -> torch.nn.Module:
     the layers the adapter changes: every other weight (embeddings, MLPs, norms) is the base's own
     tensor. The default adapter targets the attention projections, a fifth of the weights.
 
-    The copy's parameters are new Parameter objects over the base's storage, and peft's safe merge
-    gives a merged layer a new tensor instead of adding into the shared one, so the base stays as it was.
+    The copy's parameters are new Parameter objects over the base's storage. Each layer the adapter
+    wraps gets a weight of its own before the merge, whatever peft's merge writes into (peft 0.22's
+    safe merge copies into the existing tensor), so the base stays as it was.
     """
     from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
 
     shared = {id(p): torch.nn.Parameter(p.detach(), requires_grad=False) for p in base.parameters()}
     shared.update({id(b): b for b in base.buffers()})
-    shell = copy.deepcopy(base, shared)
-    return PeftModel.from_pretrained(shell, adapter_path).merge_and_unload(safe_merge=True).eval()
+    with torch.inference_mode(False):  # a generate asks for it: its new weights must keep version counters
+        adapted = PeftModel.from_pretrained(copy.deepcopy(base, shared), adapter_path)
+        for layer in adapted.modules():
+            if isinstance(layer, LoraLayer):
+                target = layer.get_base_layer()
+                target.weight = torch.nn.Parameter(target.weight.detach().clone(), requires_grad=False)
+        return adapted.merge_and_unload(safe_merge=True).eval()
 
 
 def _train(peft_model, tokenizer, conversations: list[Messages], config: LoraConfig, out_dir: Path,
