@@ -8,6 +8,7 @@ A tiny random Llama with grouped key/value heads and a left-padded batch exercis
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -80,6 +81,43 @@ def test_grouped_attention_never_repeats_key_value_heads(stock_attention, monkey
     assert repeats == []
     model.set_attn_implementation("sdpa")
     torch.testing.assert_close(stock_free, greedy(model, batch, 3))
+
+
+@pytest.fixture
+def bf16_model(grouped_model):
+    model = copy.deepcopy(grouped_model).to(torch.bfloat16)
+    yield model
+    model.set_attn_implementation("sdpa")
+
+
+def test_a_bf16_decoding_step_skips_sdpa_and_gives_its_logits(bf16_model, monkeypatch):
+    """PyTorch's CPU SDPA is slow for one bf16 query token; the step computes the same attention without it."""
+    one_token_calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda query, *a, **k: one_token_calls.append(query.shape[2] == 1) or original(query, *a, **k))
+    batch = padded_batch([5, 12, 9])
+    stock = greedy(bf16_model, batch, 4, output_logits=True, return_dict_in_generate=True)
+    assert any(one_token_calls), "stock sdpa was expected to attend per decoding step: the test measures nothing"
+    one_token_calls.clear()
+    bf16_model.set_attn_implementation(attention.NAME)
+    ours = greedy(bf16_model, batch, 4, output_logits=True, return_dict_in_generate=True)
+    assert one_token_calls and not any(one_token_calls)  # the prompt still goes to SDPA, no decoding step does
+    assert torch.equal(ours.sequences, stock.sequences)
+    for step in range(1, 4):
+        torch.testing.assert_close(ours.logits[step], stock.logits[step], rtol=0, atol=2e-2)
+
+
+def test_one_token_attention_is_sdpas_over_grouped_heads_and_a_padding_mask():
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(shape, generator=generator, dtype=torch.float64)
+                         for shape in ((3, 6, 1, 8), (3, 2, 20, 8), (3, 2, 20, 8)))
+    mask = torch.ones(3, 1, 1, 20, dtype=torch.bool)
+    mask[0, ..., :7], mask[2, ..., :15] = False, False
+    expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, enable_gqa=True)
+    for given in (mask, torch.zeros(mask.shape, dtype=torch.float64).masked_fill(~mask, float("-inf"))):
+        torch.testing.assert_close(attention.one_token_attention(query, key, value, given, None).to(torch.float64),
+                                   expected.transpose(1, 2), rtol=1e-6, atol=1e-6)
 
 
 def test_the_growing_cache_decodes_what_the_stock_cache_decodes(grouped_model):
