@@ -10,9 +10,11 @@ backend's packed linear layers (packed_linear.py, packing timed too). Every row 
 exactly `--tokens` tokens, so the modes differ only in how (finished_rows.py measures what the
 backend's decoding saves when rows stop apart). Prints seconds, completion tokens per second,
 the ratio to the stock path measured in the same run, and whether each mode decoded the stock
-path's tokens.
+path's tokens. `--backend hf-bf16` runs every mode in bf16, where our attention also keeps
+decoding steps off SDPA's bf16 CPU kernel; its tokens may then differ from the stock path's
+where two candidates' bf16 logits nearly tie.
 
-    python benchmarks/decode_speed.py [--examples 16] [--demos 3] [--tokens 160] [--repeat 1]
+    python benchmarks/decode_speed.py [--examples 16] [--demos 3] [--tokens 160] [--repeat 1] [--backend hf]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from transformers import DynamicCache
 
 from bt_core import adapter
 from bt_core.lm import attention, kv_cache, packed_linear, prefix
+from bt_core.lm.backends import HF_BACKENDS
 from bt_core.lm.base import chat_prompt
 from bt_core.lm.hf import HFLM
 from bt_core.lm.models import resolve_model
@@ -96,8 +99,9 @@ def main() -> None:
     parser.add_argument("--demos", type=int, default=3)  # the paper's most per module
     parser.add_argument("--tokens", type=int, default=160)  # GSM8K's chain-of-thought cap
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--backend", choices=HF_BACKENDS, default="hf")
     args = parser.parse_args()
-    lm = HFLM(resolve_model("smollm2-135m"))
+    lm = HFLM(resolve_model("smollm2-135m"), backend=args.backend)
     model, tok = lm.model(), lm.tokenizer
     rows = gsm8k_rows(lm, args.examples, args.demos)
     modes = [*itertools.product(ATTENTION, CACHES), BACKEND, PACKED]
@@ -111,7 +115,7 @@ def main() -> None:
     shared = prefix.shared_prefix(rows)
     print(f"GSM8K, {args.examples} calls batched ({min(map(len, rows))}-{max(map(len, rows))} prompt tokens, "
           f"{shared} shared, {args.demos} labeled demos), "
-          f"{args.tokens} tokens each, embedded model, fp32, greedy, {torch.get_num_threads()} torch threads, "
+          f"{args.tokens} tokens each, embedded model, {lm.dtype}, greedy, {torch.get_num_threads()} torch threads, "
           f"{args.repeat} repetition(s) (median):")
     stock = statistics.median(seconds[modes[0]])
     for mode, times in seconds.items():

@@ -110,18 +110,21 @@ def step_profile(sessions: Sessions, run_id: int) -> pd.DataFrame:
     """Per step, what it cost: seconds, LM calls and cache hits, prompt tokens sent and actually
     computed (fewer with a reused prefix; none for a hit), completion tokens, LoRA training
     seconds, the process's peak memory, and the model's FLOP rate (2 x parameters x tokens
-    computed / seconds not spent training) against the matrix-product ceiling its run measured."""
+    computed / seconds not spent training; a hit's completion computed nothing) against the
+    matrix-product ceiling its run measured."""
     computed = func.coalesce(Trace.computed_prompt_tokens, case((Trace.cache_hit, 0), else_=Trace.prompt_tokens))
     calls = (select(Trace.step_id, func.count().label("calls"),
                     func.sum(case((Trace.cache_hit, 1), else_=0)).label("cache_hits"),
                     func.sum(Trace.prompt_tokens).label("prompt_sent"), func.sum(computed).label("prompt_computed"),
-                    func.sum(Trace.completion_tokens).label("completion_tokens"))
+                    func.sum(Trace.completion_tokens).label("completion_tokens"),
+                    func.sum(case((Trace.cache_hit, 0), else_=Trace.completion_tokens)).label("completion_generated"))
              .where(Trace.run_id == run_id).group_by(Trace.step_id).subquery())
     training = (select(Training.step_id, func.sum(Training.seconds).label("training_s"))
                 .where(Training.run_id == run_id).group_by(Training.step_id).subquery())
     stmt = (select(Step.index, Step.label, Step.started_at, Step.finished_at, Step.peak_rss_mb,
                    *[func.coalesce(c, 0).label(c.name) for c in (calls.c.calls, calls.c.cache_hits, calls.c.prompt_sent,
                                                                   calls.c.prompt_computed, calls.c.completion_tokens,
+                                                                  calls.c.completion_generated,
                                                                   training.c.training_s)],
                    Run.model_params, Run.matmul_gflops, Run.cpu_threads)
             .join(Run, Run.id == Step.run_id).outerjoin(calls, calls.c.step_id == Step.id)
@@ -129,7 +132,7 @@ def step_profile(sessions: Sessions, run_id: int) -> pd.DataFrame:
             .where(Step.run_id == run_id).order_by(Step.index))
     frame = _frame(sessions, stmt)
     frame["seconds"] = _seconds(frame)
-    flops = 2 * frame["model_params"].astype(float) * (frame["prompt_computed"] + frame["completion_tokens"])
+    flops = 2 * frame["model_params"].astype(float) * (frame["prompt_computed"] + frame["completion_generated"])
     inference_s = (frame["seconds"] - frame["training_s"]).where(lambda s: s > 0)
     frame["gflops"] = flops / inference_s / 1e9
     frame["of_ceiling"] = frame["gflops"] / frame["matmul_gflops"].astype(float)

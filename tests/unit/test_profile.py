@@ -65,7 +65,8 @@ def test_each_step_counts_what_was_sent_computed_and_cached(profiled):
     vanilla, w = profile.loc[0], profile.loc[1]
     assert (vanilla["calls"], vanilla["cache_hits"]) == (4, 1)
     assert (vanilla["prompt_sent"], vanilla["prompt_computed"], vanilla["completion_tokens"]) == (3500, 1700, 175)
-    assert vanilla["gflops"] == pytest.approx(2 * PARAMS * (1700 + 175) / 10 / 1e9)
+    # a cache hit generated nothing: its 50 completion tokens are shown, not counted in the rate
+    assert vanilla["gflops"] == pytest.approx(2 * PARAMS * (1700 + 125) / 10 / 1e9)
     assert vanilla["of_ceiling"] == pytest.approx(vanilla["gflops"] / CEILING)
     assert w["training_s"] == 20 and w["gflops"] == pytest.approx(2 * PARAMS * 1000 / 10 / 1e9)  # 30 s less 20 training
     table = profile_table(profile.reset_index())
