@@ -28,7 +28,7 @@ def grouped_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
     decoding step on CPU skips SDPA."""
     grouped = getattr(module, "num_key_value_groups", 1) > 1
     special = kwargs.get("position_bias") is not None or kwargs.get("cache") is not None  # left to transformers
-    one_token = query.shape[2] == 1 and query.dtype != torch.float32 and query.device.type == "cpu"
+    one_token = query.shape[2] == 1 and query.dtype == torch.bfloat16 and query.device.type == "cpu"
     if one_token and not special and not module.training:
         return one_token_attention(query, key, value, attention_mask, kwargs.get("scaling")), None
     if attention_mask is None or not grouped or special:
@@ -49,6 +49,7 @@ def one_token_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim).float()  # a key/value head's queries together
     scores = torch.matmul(grouped, key.float().transpose(-1, -2)) * (dim ** -0.5 if scale is None else scale)
     if mask is not None:
+        mask = mask[..., : key.shape[-2]]  # as transformers' sdpa cuts a mask built for a longer cache
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)
     return out.reshape(batch, 1, heads, dim)
