@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Callable
 from annotated_types import Ge, Gt, Lt
 
 if TYPE_CHECKING:
+    from bt_core.lm.batching import Item
     from bt_core.lm.cache import LMCache
 
 Messages = list[dict[str, str]]
@@ -37,7 +38,7 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float  # wall time of the batch this call rode in (0 for a cache hit)
+    latency_s: float  # wall time from its prefill's start to its last token (0 for a cache hit)
     cached: bool = False
     # Prompt tokens the model prefilled for this call: fewer than prompt_tokens (those sent) when a
     # shared prefix was computed once for its batch (counted on the batch's first call) or kept from
@@ -130,15 +131,24 @@ class LM(ABC):
         if self.cache is not None and fresh:
             self.cache.put_many({keys[i]: c for i, c in zip(misses, fresh)})
         by_index = dict(zip(misses, fresh))
-        return [by_index[i] if i in by_index else _as_hit(found[k]) for i, k in enumerate(keys)]
+        return [by_index[i] if i in by_index else as_hit(found[k]) for i, k in enumerate(keys)]
 
     def chat(self, messages: Messages, params: SamplingParams) -> Completion:
         """One call; concurrent callers in other threads share a batched generate."""
         with self._batcher_lock:  # evaluation threads arrive together; one batcher must serve them all
             if self._batcher is None:
                 from bt_core.lm.batching import CallBatcher
-                self._batcher = CallBatcher(self.generate, self.max_batch_size)
+                self._batcher = CallBatcher(self.serve_calls, self.max_batch_size)
         return self._batcher.submit(messages, params)
+
+    def serve_calls(self, calls: list[Item], arrivals: Callable[[], list[Item]]) -> None:
+        """Complete queued chat calls (setting each future): those with the same sampling parameters
+        as one generate. A backend that can take calls while it decodes overrides this and takes
+        `arrivals()` (the calls queued since) between its steps."""
+        for params in dict.fromkeys(p for _, p, _ in calls):
+            group = [call for call in calls if call[1] == params]
+            for (_, _, future), completion in zip(group, self.generate([m for m, _, _ in group], params)):
+                future.set_result(completion)
 
     def _cache_key(self, messages: Messages, params: SamplingParams) -> str:
         blob = json.dumps([self.identity, messages, asdict(params)], sort_keys=True)
@@ -165,7 +175,7 @@ def joined(first: Completion, turn: str, more: Completion) -> Completion:
                       computed_prompt_tokens=first.computed_prompt_tokens + more.computed_prompt_tokens)
 
 
-def _as_hit(completion: Completion) -> Completion:
+def as_hit(completion: Completion) -> Completion:
     return Completion(completion.text, completion.prompt_tokens, completion.completion_tokens,
                       0.0, cached=True, computed_prompt_tokens=0)
 

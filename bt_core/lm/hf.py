@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -28,16 +29,20 @@ from bt_core.lm.base import (
     SamplingParams,
     TrainingLog,
     adapter_fingerprint,
+    as_hit,
     chat_prompt,
     prefill,
 )
 from bt_core.lm.converted import dtype_name, model_dir
-from bt_core.lm.decode import decode, prefilled
+from bt_core.lm.decode import DecodingBatch, Row, prefilled
 from bt_core.lm.lora import merged_copy, train_lora
 from bt_core.lm.memory import return_freed_memory
 from bt_core.lm.models import ModelSpec
 from bt_core.lm.stopping import field_closed, truncate_after_field
 from bt_core.lm.threads import follow_threads
+
+if TYPE_CHECKING:
+    from bt_core.lm.batching import Item
 
 _lock = threading.Lock()  # one generate or train at a time per process, on the process's core share
 _load_lock = threading.RLock()
@@ -116,28 +121,87 @@ class HFLM(LM):
         return HFLM(self.spec, adapter_path, backend=self.backend, cache=self.cache, max_batch_size=self.max_batch_size)
 
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
+        completions: dict[int, Completion] = {}
+        calls = self._calls([(m, params) for m in batch], lambda at, completion: completions.setdefault(at, completion))
+        self._decode(calls, lambda: [])  # generate() has counted this batch
+        return [completions[at] for at in range(len(batch))]
+
+    def serve_calls(self, calls: list[Item], arrivals: Callable[[], list[Item]]) -> None:
+        """Decode continuously: calls queued while others decode join the batch between steps, and
+        each call's future is set the moment it finishes, so its caller's next call can join too."""
+        if not kv_cache.supports(self.model()):  # a sliding-window cache cannot be laid out anew
+            return super().serve_calls(calls, arrivals)
+        self._decode(self._misses(calls), lambda: self._misses(arrivals()), counted=False)
+
+    def _misses(self, items: list[Item]) -> list[_Call]:
+        """The calls the LM-call cache cannot answer; it answers the rest now, and learns each miss."""
+        if not items:
+            return []
+        keys = [self._cache_key(m, p) for m, p, _ in items]
+        found = self.cache.get_many(keys) if self.cache is not None else {}
+        misses = [(item, key) for item, key in zip(items, keys) if key not in found]
+        for (_, _, future), key in zip(items, keys):
+            if key in found:
+                future.set_result(as_hit(found[key]))
+
+        def done(at: int, completion: Completion) -> None:
+            (_, _, future), key = misses[at]
+            if self.cache is not None:
+                self.cache.put_many({key: completion})
+            future.set_result(completion)
+
+        return self._calls([(m, p) for (m, p, _), _ in misses], done)
+
+    def _calls(self, requests: list[tuple[Messages, SamplingParams]], done: Callable[[int, Completion], None]
+               ) -> list[_Call]:
         tok = self.tokenizer
-        rows = tok([chat_prompt(tok, m) for m in batch], add_special_tokens=False).input_ids
-        prefills = [prefill(m) for m in batch]
-        stop = params.stop_after_field
+        rows = tok([chat_prompt(tok, m) for m, _ in requests], add_special_tokens=False).input_ids
 
-        def closed(call: int, ids: list[int]) -> bool:
-            return field_closed(prefills[call] + tok.decode(ids, skip_special_tokens=True), stop)
+        def closed(begun: str, stop: str, ids: list[int]) -> bool:
+            return field_closed(begun + tok.decode(ids, skip_special_tokens=True), stop)
 
+        calls = []
+        for at, ((messages, params), row) in enumerate(zip(requests, rows)):
+            begun, stop = prefill(messages), params.stop_after_field
+            test = partial(closed, begun, stop) if stop else None
+            calls.append(_Call(params.max_new_tokens, params.temperature, test, ids=row, params=params, begun=begun,
+                               done=partial(done, at)))
+        return calls
+
+    def _decode(self, calls: list[_Call], more: Callable[[], list[_Call]], counted: bool = True) -> None:
+        """Decode `calls` and those `more()` brings, at most max_batch_size at a time (see decode.py);
+        each group prefilled together is counted in `batches` unless `counted` already."""
+        tok = self.tokenizer
         with _lock, torch.inference_mode():
             follow_threads()
             model = self.model()
-            start = time.perf_counter()
             with packed_linear.packed(model):
-                inputs, computed, order = generation_inputs(model, tok, rows, params.max_new_tokens)
-                new = decode(model, inputs, params.max_new_tokens, temperature=params.temperature,
-                             finished=(lambda at, ids: closed(order[at], ids)) if stop else None)
-            del inputs  # the batch's cache, handed back before the next batch sizes its own
+                batch, waiting = DecodingBatch(model), calls
+                while True:
+                    waiting = waiting + more()
+                    room = self.max_batch_size - len(batch.rows)
+                    joining, waiting = waiting[:room], waiting[room:]
+                    if joining:
+                        if not counted:
+                            self.batches.append(len(joining))
+                        counted = False
+                        start = time.perf_counter()
+                        inputs, computed, order = generation_inputs(model, tok, [c.ids for c in joining],
+                                                                    max(c.max_new_tokens for c in joining))
+                        for call, tokens in zip(joining, computed):
+                            call.start, call.computed = start, tokens
+                        batch.admit(inputs, [joining[at] for at in order])
+                        del inputs
+                    if not batch.rows:
+                        if waiting:
+                            continue
+                        break
+                    for call in batch.choose():
+                        text = tok.decode(call.tokens, skip_special_tokens=True)
+                        call.done(finish(tok, text, len(call.ids), time.perf_counter() - call.start, call.params,
+                                         call.begun, call.computed))
+                    batch.advance()
             return_freed_memory()
-            latency = time.perf_counter() - start
-        tokens = dict(zip(order, new))
-        return [finish(tok, tok.decode(tokens[i], skip_special_tokens=True), len(row), latency, params, p, n)
-                for i, (row, p, n) in enumerate(zip(rows, prefills, computed))]
 
     def train_adapter(self, conversations: list[Messages], config: LoraConfig, out_dir: Path,
                       on_log: Callable[[int, float], None] | None = None,
@@ -145,6 +209,18 @@ class HFLM(LM):
         with _lock:
             packed_linear.release()  # training needs the memory more than the next generate needs the packs
             return train_lora(self.model(), self.tokenizer, conversations, config, out_dir, on_log, start_adapter)
+
+
+@dataclass(eq=False, kw_only=True)
+class _Call(Row):
+    """A call in the backend's decoding batch: its prompt, what it asked for, and whom to tell."""
+
+    ids: list[int]  # the prompt's tokens
+    params: SamplingParams
+    begun: str  # the assistant turn it continues, for its stop test and its cut
+    done: Callable[[Completion], None]
+    start: float = 0.0  # when its prefill began
+    computed: int = 0  # prompt tokens its prefill computed
 
 
 def finish(tokenizer, text: str, prompt_tokens: int, latency: float, params: SamplingParams,

@@ -9,11 +9,12 @@ masked, and skipped by the positions, which count from the attention mask.
 A batch can hold rows whose prefixes part early: a teacher never runs an example with its own
 demo, so the rows whose example is a demo lack it, and the prefix all rows share ends before
 the first demo. So a batch is split into groups (`plan`), each with its own prefix, where that
-computes fewer tokens; they prefill apart and decode as one batch. The last prefix stays for the
-next batch or group (one per process, so memory stays bounded), cropped to what that one shares
-with it and extended by what it adds.
+computes fewer tokens; they prefill apart and decode as one batch. The last few prefixes stay
+(KEPT per process, so memory stays bounded) for the next batch or group, cropped to what that
+one shares with the closest and extended by what it adds: decoding continuously, a program's
+modules' calls arrive interleaved, each module behind its own demos.
 
-Callers hold `bt_core.lm.hf._lock`, which also guards the kept prefix.
+Callers hold `bt_core.lm.hf._lock`, which also guards the kept prefixes.
 """
 
 from __future__ import annotations
@@ -91,27 +92,35 @@ class _Kept:
     layers: Layers  # batch 1
 
 
-_kept: _Kept | None = None
+KEPT = 4  # prefixes kept per process: one per module of a three-module program, and one more
+_kept: list[_Kept] = []  # the most recently used last
+
+
+def _closest(model: torch.nn.Module, ids: list[int]) -> tuple[_Kept | None, int]:
+    """The kept prefix of this model that shares the most leading tokens with `ids`, and how many."""
+    return max(((kept, agreement(kept.ids, ids)) for kept in _kept if kept.model() is model),
+               key=lambda pair: pair[1], default=(None, 0))
 
 
 def kept_for(model: torch.nn.Module, ids: list[int]) -> int:
-    """How many of `ids` the kept prefix already holds for this model."""
-    return agreement(_kept.ids, ids) if _kept is not None and _kept.model() is model else 0
+    """How many of `ids` a kept prefix already holds for this model."""
+    return _closest(model, ids)[1]
 
 
 def forget() -> None:
-    """Drop the kept prefix, so the next batch computes its own (the benchmark measures both)."""
-    global _kept
-    _kept = None
+    """Drop the kept prefixes, so the next batch computes its own (the benchmark measures both)."""
+    _kept.clear()
 
 
 def prefix_layers(model: torch.nn.Module, ids: list[int]) -> tuple[Layers, int]:
-    """The keys and values of `ids` at batch 1, and how many of `ids` had to be computed; they stay kept."""
-    global _kept
-    reused = kept_for(model, ids)
-    start = [(k[:, :, :reused], v[:, :, :reused]) for k, v in _kept.layers] if reused else []
+    """The keys and values of `ids` at batch 1, and how many of `ids` had to be computed; they stay
+    kept, in place of the prefix they extend, else beside the others (the least recently used goes)."""
+    kept, reused = _closest(model, ids)
+    start = [(k[:, :, :reused], v[:, :, :reused]) for k, v in kept.layers] if reused else []
     layers = _extend(model, start, ids[reused:])
-    _kept = _Kept(weakref.ref(model), ids, layers)
+    _kept[:] = [k for k in _kept if k.model() is not None and not (k is kept and reused == len(k.ids))]
+    _kept.append(_Kept(weakref.ref(model), ids, layers))
+    del _kept[:-KEPT]
     return layers, len(ids) - reused
 
 

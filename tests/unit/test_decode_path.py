@@ -177,6 +177,36 @@ def test_rows_whose_prefixes_part_early_compute_each_prefix_once_and_decode_as_o
     assert {row: tokens for row, tokens in zip(order, ours)} == dict(enumerate(plain))
 
 
+def test_rows_that_join_a_decoding_batch_get_the_tokens_each_decodes_alone(grouped_model):
+    """Continuous batching: after 4 steps of a first row, a shorter and a longer prompt join (the
+    cache laid out anew, right-aligned to the longest), each with its own budget; every row
+    decodes what it decodes alone, and the batch's steps are as wide as the rows still going."""
+    prompts = [list(range(3, 18)), list(range(30, 36)), [40 + i % 50 for i in range(22)]]
+    budgets = [12, 5, 8]
+    alone = [greedy(grouped_model, padded_batch_of([ids]), n)[0, -n:].tolist() for ids, n in zip(prompts, budgets)]
+    rows = [decode.Row(n) for n in budgets]
+    widths = []
+    hook = grouped_model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[0]),
+                                                   with_kwargs=True)
+    try:
+        with torch.no_grad():
+            batch = decode.DecodingBatch(grouped_model)
+            for step in range(12):
+                if step in (0, 4):
+                    joining = [0] if step == 0 else [1, 2]
+                    cache = kv_cache.growing_cache(grouped_model, max(budgets))
+                    inputs = decode.prefilled(grouped_model, {**padded_batch_of([prompts[r] for r in joining]),
+                                                              "past_key_values": cache})
+                    batch.admit(inputs, [rows[r] for r in joining])
+                batch.choose()
+                batch.advance()
+    finally:
+        hook.remove()
+    assert [row.tokens for row in rows] == alone
+    assert not batch.rows
+    assert widths == [1] + [1] * 4 + [2] + [3] * 4 + [2] * 3  # the prefills, and each step's rows going on
+
+
 def padded_batch_of(rows: list[list[int]]) -> dict[str, torch.Tensor]:
     width = max(map(len, rows))
     return {"input_ids": torch.tensor([[PAD] * (width - len(r)) + r for r in rows]),
