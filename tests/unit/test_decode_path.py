@@ -207,6 +207,25 @@ def test_rows_that_join_a_decoding_batch_get_the_tokens_each_decodes_alone(group
     assert widths == [1] + [1] * 4 + [2] + [3] * 4 + [2] * 3  # the prefills, and each step's rows going on
 
 
+def test_prefixes_of_interleaved_modules_stay_kept_and_the_least_recently_used_goes(grouped_model):
+    """Decoding continuously, a program's modules' calls arrive in turn, each behind its own demos:
+    each module's prefix is computed once, until more modules than KEPT take turns."""
+    modules = [[5 + m] + [10 + (7 * m + i) % 80 for i in range(40)] for m in range(prefix.KEPT + 1)]
+    prefix.forget()
+    try:
+        with torch.no_grad():
+            first = [prefix.prefix_layers(grouped_model, ids)[1] for ids in modules[:-1]]
+            again = [prefix.prefix_layers(grouped_model, ids)[1] for ids in modules[:-1]]
+            extended = prefix.prefix_layers(grouped_model, modules[0] + [90, 91])[1]
+            prefix.prefix_layers(grouped_model, modules[-1])  # one module too many: the oldest goes
+            evicted = prefix.prefix_layers(grouped_model, modules[1])[1]
+    finally:
+        prefix.forget()
+    assert first == [41] * prefix.KEPT and again == [0] * prefix.KEPT
+    assert extended == 2  # the kept prefix it extends is replaced, not kept beside it
+    assert evicted == 41
+
+
 def padded_batch_of(rows: list[list[int]]) -> dict[str, torch.Tensor]:
     width = max(map(len, rows))
     return {"input_ids": torch.tensor([[PAD] * (width - len(r)) + r for r in rows]),
