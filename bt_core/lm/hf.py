@@ -135,8 +135,6 @@ class HFLM(LM):
 
     def _misses(self, items: list[Item]) -> list[_Call]:
         """The calls the LM-call cache cannot answer; it answers the rest now, and learns each miss."""
-        if not items:
-            return []
         keys = [self._cache_key(m, p) for m, p, _ in items]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         misses = [(item, key) for item, key in zip(items, keys) if key not in found]
@@ -154,6 +152,8 @@ class HFLM(LM):
 
     def _calls(self, requests: list[tuple[Messages, SamplingParams]], done: Callable[[int, Completion], None]
                ) -> list[_Call]:
+        if not requests:
+            return []  # the tokenizer takes no empty batch
         tok = self.tokenizer
         rows = tok([chat_prompt(tok, m) for m, _ in requests], add_special_tokens=False).input_ids
 
