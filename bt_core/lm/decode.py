@@ -120,21 +120,26 @@ class DecodingBatch:
 
     def _merged(self, cache: DynamicCache, mask: torch.Tensor, steps: torch.Tensor, logits: torch.Tensor,
                 rows: list[Row]) -> tuple:
-        """The running rows and the new ones in one cache, as wide as the wider of the two, with room
-        for the most tokens any row may still generate."""
-        width = max(self._mask.shape[1], mask.shape[1])
+        """The running rows and the new ones in one cache, right-aligned to the longer of the two,
+        with room for the most tokens any row may still generate. Columns that are padding in every
+        running row go (a batch that rows keep joining would otherwise only grow), and each old
+        layer goes once copied, so the peak holds one layer twice, not the whole cache."""
+        cut = int((self._mask != 0).int().argmax(dim=1).min())  # the first column any running row uses
+        old_mask = self._mask[:, cut:]
+        width = max(old_mask.shape[1], mask.shape[1])
         room = max(row.max_new_tokens - len(row.tokens) for row in self.rows + rows)
         buffers = []
         for old, new in zip(self._cache.layers, cache.layers):
             pair = []
-            for a, b in ((old.keys, new.keys), (old.values, new.values)):
+            for a, b in ((old.keys[..., cut:, :], new.keys), (old.values[..., cut:, :], new.values)):
                 merged = a.new_zeros(a.shape[0] + b.shape[0], a.shape[1], width + room, a.shape[3])  # pads: 0, masked
                 merged[: a.shape[0], :, width - a.shape[2]:width] = a
                 merged[a.shape[0]:, :, width - b.shape[2]:width] = b
                 pair.append(merged)
             buffers.append(tuple(pair))
+            kv_cache.drop(old)
         pad = lambda m: torch.nn.functional.pad(m, (width - m.shape[1], 0))
-        return (kv_cache.cache_over(self.model, buffers, width, room), torch.cat([pad(self._mask), pad(mask)]),
+        return (kv_cache.cache_over(self.model, buffers, width, room), torch.cat([pad(old_mask), pad(mask)]),
                 torch.cat([self._positions, steps]), torch.cat([self._logits, logits]))
 
 

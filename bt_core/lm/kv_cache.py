@@ -75,6 +75,13 @@ def _buffer(cached: torch.Tensor, new: torch.Tensor, length: int, capacity: int)
     return buffer
 
 
+def drop(layer: DynamicLayer) -> None:
+    """Let go of a layer's keys and values (its cache is being laid out anew, layer by layer)."""
+    layer.keys = layer.values = None
+    if isinstance(layer, GrowingLayer):
+        layer._key_buffer = layer._value_buffer = None
+
+
 def supports(model: torch.nn.Module) -> bool:
     """Only full attention: a sliding-window layer's cache is not a plain growing sequence."""
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)

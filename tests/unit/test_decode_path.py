@@ -207,6 +207,34 @@ def test_rows_that_join_a_decoding_batch_get_the_tokens_each_decodes_alone(group
     assert widths == [1] + [1] * 4 + [2] + [3] * 4 + [2] * 3  # the prefills, and each step's rows going on
 
 
+def test_a_batch_that_rows_keep_joining_drops_the_columns_no_row_uses(grouped_model):
+    """A long prompt decodes and leaves; a short one that joined it goes on, and another joins
+    that: the cache is cut to what the rows still use, not as wide as every row it ever held."""
+    prompts = [[40 + i % 50 for i in range(22)], list(range(30, 36)), list(range(3, 9))]
+    budgets, joins = [4, 10, 3], [0, 1, 5]  # the step at which each joins
+    alone = [greedy(grouped_model, padded_batch_of([ids]), n)[0, -n:].tolist() for ids, n in zip(prompts, budgets)]
+    rows = [decode.Row(n) for n in budgets]
+    fed = []
+    hook = grouped_model.register_forward_pre_hook(
+        lambda _, args, kwargs: fed.append(tuple(kwargs["attention_mask"].shape)), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            batch = decode.DecodingBatch(grouped_model)
+            for step in range(11):
+                for row, at in enumerate(joins):
+                    if at == step:
+                        cache = kv_cache.growing_cache(grouped_model, budgets[row])
+                        batch.admit(decode.prefilled(grouped_model, {**padded_batch_of([prompts[row]]),
+                                                                     "past_key_values": cache}), [rows[row]])
+                batch.choose()
+                batch.advance()
+    finally:
+        hook.remove()
+    assert [row.tokens for row in rows] == alone
+    after_last_join = fed[fed.index((1, 6), fed.index((1, 6)) + 1) + 1]  # the step after the third prompt's prefill
+    assert after_last_join == (2, 6 + 4 + 1)  # the second row's prompt and 4 tokens, and this step's; not 22 + 5 + 1
+
+
 def test_prefixes_of_interleaved_modules_stay_kept_and_the_least_recently_used_goes(grouped_model):
     """Decoding continuously, a program's modules' calls arrive in turn, each behind its own demos:
     each module's prefix is computed once, until more modules than KEPT take turns."""
