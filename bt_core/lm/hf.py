@@ -123,7 +123,7 @@ class HFLM(LM):
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Completion]:
         completions: dict[int, Completion] = {}
         calls = self._calls([(m, params) for m in batch], lambda at, completion: completions.setdefault(at, completion))
-        self._decode(calls, lambda: [])  # generate() has counted this batch
+        self._decode(calls, lambda: [], lambda size: None)  # generate() has counted this batch
         return [completions[at] for at in range(len(batch))]
 
     def serve_calls(self, calls: list[Item], arrivals: Callable[[], list[Item]]) -> None:
@@ -131,7 +131,7 @@ class HFLM(LM):
         each call's future is set the moment it finishes, so its caller's next call can join too."""
         if not kv_cache.supports(self.model()):  # a sliding-window cache cannot be laid out anew
             return super().serve_calls(calls, arrivals)
-        self._decode(self._misses(calls), lambda: self._misses(arrivals()), counted=False)
+        self._decode(self._misses(calls), lambda: self._misses(arrivals()), self.batches.append)
 
     def _misses(self, items: list[Item]) -> list[_Call]:
         """The calls the LM-call cache cannot answer; it answers the rest now, and learns each miss."""
@@ -168,9 +168,10 @@ class HFLM(LM):
                                done=partial(done, at)))
         return calls
 
-    def _decode(self, calls: list[_Call], more: Callable[[], list[_Call]], counted: bool = True) -> None:
-        """Decode `calls` and those `more()` brings, at most max_batch_size at a time (see decode.py);
-        each group prefilled together is counted in `batches` unless `counted` already."""
+    def _decode(self, calls: list[_Call], more: Callable[[], list[_Call]], prefilling: Callable[[int], None]
+                ) -> None:
+        """Decode `calls` and those `more()` brings, at most max_batch_size at a time (see decode.py),
+        telling `prefilling` the size of each group prefilled together."""
         tok = self.tokenizer
         with _lock, torch.inference_mode():
             follow_threads()
@@ -182,9 +183,7 @@ class HFLM(LM):
                     room = self.max_batch_size - len(batch.rows)
                     joining, waiting = waiting[:room], waiting[room:]
                     if joining:
-                        if not counted:
-                            self.batches.append(len(joining))
-                        counted = False
+                        prefilling(len(joining))
                         start = time.perf_counter()
                         inputs, computed, order = generation_inputs(model, tok, [c.ids for c in joining],
                                                                     max(c.max_new_tokens for c in joining))
