@@ -9,16 +9,9 @@ PyTorch's CPU SDPA takes the grouped heads with a mask directly (`enable_gqa`), 
 A decoding step in bf16 (one query token per row) does not go to SDPA: its CPU kernel runs that
 shape many times slower in bf16 than in fp32, and the step's two products, scores in fp32 over
 keys cast to fp32, take a fraction of its time (benchmarks/decode_speed.py --backend hf-bf16).
-
-A prefill of rows of different lengths (`Ragged`) goes to SDPA row by row, over each row's own
-tokens: a padded batch attends every pad query to every pad key, and an explicit mask keeps the
-CPU kernel from skipping the blocks above the causal diagonal, so attention cost more than the
-linear layers (benchmarks/ragged_prefill.py).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,43 +22,15 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 NAME = "bt_grouped_sdpa"
 
 
-@dataclass(frozen=True)
-class Ragged:
-    """Where each row of a left-padded batch has its tokens: the key columns its mask keeps, and how
-    many of the forward pass's last queries are its own. Passed to the model as `ragged=`, it
-    reaches the attention of every layer."""
-
-    columns: list[slice | torch.Tensor]  # per row: its real key columns, a slice where they run unbroken
-    queries: list[int]  # per row: its real queries, the last ones of the pass
-
-    @classmethod
-    def of(cls, mask: torch.Tensor, queries: int) -> Ragged | None:
-        """From a [batch, keys] padding mask and the pass's query count; None where a row's real
-        queries are not the pass's last ones (no left padding), which the masked path serves."""
-        columns, counts = [], []
-        for row in mask.bool():
-            real = int(row[-queries:].sum())
-            if not row[mask.shape[1] - real:].all():
-                return None
-            at = row.nonzero().squeeze(-1)
-            unbroken = int(at[-1]) - int(at[0]) + 1 == len(at)
-            columns.append(slice(int(at[0]), int(at[-1]) + 1) if unbroken else at)
-            counts.append(real)
-        return cls(columns, counts)
-
-
 def grouped_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
-    """transformers' sdpa, except that a masked call over grouped heads skips the repeat, a bf16
-    decoding step on CPU skips SDPA, and a `ragged` prefill attends row by row."""
+    """transformers' sdpa, except that a masked call over grouped heads skips the repeat, and a bf16
+    decoding step on CPU skips SDPA."""
     grouped = getattr(module, "num_key_value_groups", 1) > 1
     special = kwargs.get("position_bias") is not None or kwargs.get("cache") is not None  # left to transformers
     one_token = query.shape[2] == 1 and query.dtype == torch.bfloat16 and query.device.type == "cpu"
     if one_token and not special and not module.training:
         return one_token_attention(query, key, value, attention_mask, kwargs.get("scaling")), None
-    ragged = kwargs.get("ragged")
-    if ragged is not None and query.shape[2] > 1 and not special and not module.training:
-        return ragged_attention(query, key, value, ragged, kwargs.get("scaling")), None
     if attention_mask is None or not grouped or special:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
@@ -88,26 +53,6 @@ def one_token_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)
     return out.reshape(batch, 1, heads, dim)
-
-
-def ragged_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ragged: Ragged,
-                     scale: float | None) -> torch.Tensor:
-    """Each row's real queries over its real keys, causal to the lower right (a cached prefix comes
-    first), as [batch, queries, heads, dim]; a pad query's output is 0: it is masked wherever read."""
-    batch, heads, length, dim = query.shape
-    out = query.new_zeros(batch, length, heads, dim)
-    for row, (columns, real) in enumerate(zip(ragged.columns, ragged.queries)):
-        if not real:
-            continue
-        keys, values = (states[row:row + 1, :, columns] for states in (key, value))
-        square = real == keys.shape[2]
-        lower_right = None if square else torch.ones(real, keys.shape[2], dtype=torch.bool,
-                                                     device=keys.device).tril(keys.shape[2] - real)
-        attended = F.scaled_dot_product_attention(query[row:row + 1, :, length - real:], keys, values,
-                                                  attn_mask=lower_right, is_causal=square, scale=scale,
-                                                  enable_gqa=True)
-        out[row, length - real:] = attended[0].transpose(0, 1)
-    return out
 
 
 AttentionInterface.register(NAME, grouped_sdpa)

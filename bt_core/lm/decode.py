@@ -22,8 +22,7 @@ from functools import partial
 import torch
 from transformers import DynamicCache
 
-from bt_core.lm import attention, kv_cache
-from bt_core.lm.attention import Ragged
+from bt_core.lm import kv_cache
 
 Finished = Callable[[int, list[int]], bool]  # (row, its tokens so far) -> whether it is done
 
@@ -34,10 +33,8 @@ def prefilled(model: torch.nn.Module, inputs: dict) -> dict:
     run into the cache, and the `logits` after its last token."""
     cache, mask = inputs["past_key_values"], inputs["attention_mask"]
     past = cache.get_seq_length()
-    ids = inputs["input_ids"][:, past:]
-    ragged = {"ragged": Ragged.of(mask, ids.shape[1])} if model.config._attn_implementation == attention.NAME else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)[:, past:], past_key_values=cache,
-                   use_cache=True, logits_to_keep=1, **ragged).logits[:, -1]
+    logits = model(input_ids=inputs["input_ids"][:, past:], attention_mask=mask, position_ids=positions(mask)[:, past:],
+                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     return {"attention_mask": mask, "past_key_values": cache, "logits": logits}
 
 

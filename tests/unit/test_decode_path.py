@@ -120,46 +120,6 @@ def test_one_token_attention_is_sdpas_over_grouped_heads_and_a_padding_mask():
                                    expected.transpose(1, 2), rtol=1e-6, atol=1e-6)
 
 
-def test_ragged_rows_are_read_from_the_padding_mask():
-    # two rows after a 3-token prefix: [left pads | prefix | pads | suffix], the pass's 4 queries after the prefix
-    mask = torch.tensor([[0, 1, 1, 1, 0, 0, 1, 1], [0, 1, 1, 1, 1, 1, 1, 1]])
-    ragged = attention.Ragged.of(mask, 4)
-    assert ragged.queries == [2, 4]
-    assert ragged.columns[0].tolist() == [1, 2, 3, 6, 7] and ragged.columns[1] == slice(1, 8)
-    assert attention.Ragged.of(torch.tensor([[1, 1, 1, 0]]), 4) is None  # right padding: the masked path
-
-
-def test_a_ragged_prefill_attends_row_by_row_and_gives_the_padded_batchs_tokens(stock_attention, monkeypatch):
-    """Rows of different lengths, with and without a shared prefix: each row's queries attend its own
-    keys only, causal and unmasked, and every row decodes what the stock padded batch decodes."""
-    model, shared = stock_attention, list(range(3, 83))
-    rows = [shared + [50, 51], shared + list(range(10, 40)), shared + [70], shared + list(range(40, 49))]
-    with torch.no_grad():
-        stock_logits = model(**padded_batch_of(rows)).logits[:, -1]
-        stock = greedy(model, padded_batch_of(rows), 6)[:, -6:].tolist()
-    model.set_attn_implementation(attention.NAME)
-    passes = []  # (queries, mask given) of every SDPA call with more than one query
-    original = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda query, *a, **k: (
-        query.shape[2] > 1 and passes.append((query.shape[0], query.shape[2], k.get("attn_mask") is not None)),
-        original(query, *a, **k))[1])
-    for reuse in (False, True):
-        prefix.forget()
-        monkeypatch.setattr(prefix, "enabled", lambda: reuse)
-        passes.clear()
-        with torch.no_grad():
-            inputs, _, order = hf.generation_inputs(model, TOKENIZER, rows, 6)
-            ours = decode.decode(model, inputs, 6)
-        torch.testing.assert_close(inputs["logits"], stock_logits[order], rtol=1e-4, atol=1e-4)
-        assert {row: tokens for row, tokens in zip(order, ours)} == dict(enumerate(stock))
-        layers = model.config.num_hidden_layers
-        if reuse:  # the prefix once at batch 1, then each row's suffix over the prefix and itself (1 query: no pass)
-            assert sorted(passes) == sorted([(1, 80, False), (1, 2, True), (1, 30, True), (1, 9, True)] * layers)
-        else:  # every row alone over its own tokens: a plain causal pass, no mask
-            assert sorted(passes) == sorted((1, len(row), False) for row in rows for _ in range(layers))
-    prefix.forget()
-
-
 def test_the_growing_cache_decodes_what_the_stock_cache_decodes(grouped_model):
     batch = padded_batch([6, 15, 11])
     stock = greedy(grouped_model, batch, 24)
